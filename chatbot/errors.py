@@ -1,0 +1,47 @@
+"""Error classes. Inner code raises these with messages that say what to do; only the edges
+(API, CLI, UI) translate them into status codes, one-line messages or friendly text."""
+
+from __future__ import annotations
+
+
+class ChatbotError(Exception):
+    """Base class of every error the chatbot raises on purpose."""
+
+
+class ConfigError(ChatbotError):
+    """A setting is missing or inconsistent."""
+
+
+class IngestError(ChatbotError):
+    """A knowledge-base file or record is malformed. The message names file, line and fix."""
+
+    def __init__(self, path: str, line: int | None, problem: str, fix: str = "") -> None:
+        self.path = path
+        self.line = line
+        self.problem = problem
+        self.fix = fix
+        where = f"{path}:{line}" if line is not None else path
+        message = f"{where}: {problem}"
+        if fix:
+            message += f" ({fix})"
+        super().__init__(message)
+
+
+class IndexError_(ChatbotError):
+    """The index is missing, corrupt or was built with other settings."""
+
+
+# A readable public name; the trailing underscore only avoids shadowing the builtin in this module.
+IndexNotReadyError = IndexError_
+
+
+class ModelError(ChatbotError):
+    """A model could not be found or loaded (offline, wrong path, missing package)."""
+
+
+class GenerationError(ChatbotError):
+    """The generator failed (HTTP backend down after retries, model crashed)."""
+
+
+class NotFoundError(ChatbotError):
+    """A requested record (conversation, message) does not exist."""
