@@ -25,7 +25,7 @@ TINY_FAQ_CSV = """id,category,question,answer,alternatives
 ship-001,shipping,How long does standard shipping take?,Standard shipping takes 3-5 business days.,how long is delivery | when will my package arrive
 ship-002,shipping,Do you ship to Canada?,Yes. We ship to all Canadian provinces in 5-8 business days.,can you deliver to canada | shipping to toronto
 ret-001,returns,How do I return an item?,Start a return from Orders in your account within 60 days and print the free label.,how can i send something back | return process
-pay-001,payments,Which payment methods do you accept?,We accept Visa, Mastercard, American Express, PayPal and gift cards.,can i pay with paypal | what cards do you take
+pay-001,payments,Which payment methods do you accept?,"We accept Visa, Mastercard, American Express, PayPal and gift cards.",can i pay with paypal | what cards do you take
 acc-001,account,How do I reset my password?,Click Forgot password on the sign-in page and follow the emailed link.,forgot my password | cant log in password reset
 """
 
@@ -77,3 +77,11 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip("../shared/datasets is absent")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    """The shipped all-MiniLM-L6-v2, loaded once for the session (offline, ~1 s)."""
+    from chatbot.embed import Embedder
+
+    return Embedder(Settings(torch_threads=1, _env_file=None))  # type: ignore[call-arg]

@@ -1,0 +1,111 @@
+"""Retrieve: hybrid search finds the right document, carries scores and ranks, follows history
+and index versions, and refuses an index built with another model."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatbot.config import Settings
+from chatbot.embed import Embedder
+from chatbot.errors import IndexNotReadyError
+from chatbot.index import reindex
+from chatbot.ingest import load_knowledge_base
+from chatbot.retrieve import Retriever
+from chatbot.types import Turn
+
+
+@pytest.fixture
+def retriever(settings: Settings, embedder: Embedder) -> Retriever:
+    reindex(settings, progress=False, embedder=embedder)
+    return Retriever(settings, embedder)
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("when will my parcel get here", "ship-001"),
+        ("can I use paypal", "pay-001"),
+        ("i forgot my password", "acc-001"),
+        ("the tent zipper broke", "dlg-0002#0"),
+    ],
+)
+def test_paraphrases_find_their_document_first(
+    retriever: Retriever, question: str, expected: str
+) -> None:
+    assert retriever.search(question)[0].document.record_id == expected
+
+
+def test_hits_carry_ranks_scores_sources_and_the_matched_phrasing(retriever: Retriever) -> None:
+    hits = retriever.search("how long is delivery", k=3)
+    assert [h.rank for h in hits] == [1, 2, 3]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    top = hits[0]
+    assert top.matched == "how long is delivery"
+    assert top.dense_score == pytest.approx(1.0, abs=1e-3)
+    assert top.keyword_score is not None and top.keyword_rank == 1 and top.dense_rank == 1
+    assert top.document.source == "faq.csv:2"
+    assert all(h.dense_score is not None for h in hits)
+
+
+def test_keyword_only_mode_and_dense_only_mode(retriever: Retriever) -> None:
+    keyword = retriever.search("paypal", mode="keyword")
+    assert keyword[0].document.record_id == "pay-001"
+    assert all(h.keyword_score and h.keyword_score > 0 for h in keyword)
+    dense = retriever.search("paypal", mode="dense")
+    assert dense[0].score == dense[0].dense_score
+
+
+def test_a_keyword_only_hit_still_gets_its_true_cosine(settings: Settings, embedder: Embedder) -> None:
+    retriever = Retriever.from_documents(
+        load_knowledge_base(settings.knowledge_base),
+        settings.model_copy(update={"candidates": 1}),
+        embedder,
+    )
+    hits = retriever.search("PC-100 order", k=3)
+    assert all(h.dense_score is not None for h in hits)
+
+
+def test_recent_turns_inform_a_follow_up(retriever: Retriever) -> None:
+    history = [Turn("customer", "Do you ship to Canada?"), Turn("agent", "Yes, we do.")]
+    plain = retriever.search("how many days?", k=8)
+    followed = retriever.search("how many days?", history=history, k=8)
+
+    def score(hits, record_id):  # type: ignore[no-untyped-def]
+        return next(h.dense_score for h in hits if h.document.record_id == record_id)
+
+    assert score(followed, "ship-002") > score(plain, "ship-002")
+
+
+def test_rrf_fusion_ranks_by_reciprocal_ranks(settings: Settings, embedder: Embedder) -> None:
+    reindex(settings, progress=False, embedder=embedder)
+    rrf = Retriever(settings.model_copy(update={"fusion": "rrf"}), embedder)
+    top = rrf.search("can I pay with paypal")[0]
+    assert top.document.record_id == "pay-001"
+    assert top.score == pytest.approx(2 / (settings.rrf_k + 1))
+
+
+def test_reload_follows_a_new_active_version(
+    retriever: Retriever, settings: Settings, embedder: Embedder
+) -> None:
+    old = retriever.index_version
+    assert retriever.search("gift wrapping")[0].document.record_id != "gift-001"
+    faq = settings.knowledge_base / "faq.csv"
+    faq.write_text(faq.read_text() + "gift-001,orders,Do you offer gift wrapping?,Yes for $5.,wrap a present | gift wrap\n")
+    new = reindex(settings, progress=False, embedder=embedder)
+    retriever.reload()
+    assert retriever.index_version == new.version != old
+    assert retriever.search("gift wrapping")[0].document.record_id == "gift-001"
+
+
+def test_missing_index_is_not_ready_with_a_clear_message(settings: Settings, embedder: Embedder) -> None:
+    retriever = Retriever(settings, embedder)
+    assert not retriever.ready()
+    with pytest.raises(IndexNotReadyError, match="run `chatbot reindex`"):
+        retriever.search("hello")
+
+
+def test_index_built_with_another_model_is_refused(settings: Settings, embedder: Embedder) -> None:
+    reindex(settings, progress=False, embedder=embedder)
+    other = Embedder(settings.model_copy(update={"embedding_model": "some/other-model"}))
+    with pytest.raises(IndexNotReadyError, match="settings say some/other-model: run `chatbot reindex --full`"):
+        Retriever(settings, other).search("hello")
