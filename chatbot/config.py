@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_ADMIN_TOKEN = "dev-admin-token"
 
@@ -143,7 +143,8 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         120, ge=0, description="Requests per minute per client on the chat endpoints (0: off)."
     )
-    cors_origins: list[str] = Field(
+    # NoDecode: the environment gives a comma-separated list, not JSON.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins allowed to call the API from a browser (the sites embedding the "
         "widget). Comma-separated in the environment.",
