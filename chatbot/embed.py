@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ class Embedder:
         self._load_lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._cache_off = threading.local()
 
     def _load(self) -> Any:
         if self._model is not None:
@@ -95,9 +97,18 @@ class Embedder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    @contextmanager
+    def no_cache(self) -> Iterator[None]:
+        """Bypass the query cache in this thread (evaluation and benchmarks measure real cost)."""
+        self._cache_off.active = True
+        try:
+            yield
+        finally:
+            self._cache_off.active = False
+
     def encode_query(self, text: str) -> np.ndarray:
         """Embed one query, through the LRU cache; returns a (d,) unit vector."""
-        size = self.settings.query_cache_size
+        size = 0 if getattr(self._cache_off, "active", False) else self.settings.query_cache_size
         key = " ".join(text.lower().split())
         if size:
             with self._cache_lock:

@@ -1,0 +1,59 @@
+"""Run every benchmark (`bench/bench_*.py`) one after another and collect their Markdown
+reports into bench/results/SUMMARY.md. `make bench` calls this.
+
+Benchmarks run in sequence, never in parallel: on a 2-core machine two at once would measure
+each other. A benchmark that fails is reported in the summary and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+# Order: cheap and foundational first. Each script writes results/<name>.md.
+ORDER = ["retrieval", "generation", "answers", "load"]
+
+
+def main() -> int:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    scripts = {p.stem.removeprefix("bench_"): p for p in BENCH.glob("bench_*.py")}
+    names = [n for n in ORDER if n in scripts] + sorted(set(scripts) - set(ORDER))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    status: dict[str, str] = {}
+    for name in names:
+        print(f"== bench {name}", flush=True)
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, str(scripts[name])], env=env)
+        minutes = (time.perf_counter() - started) / 60
+        status[name] = f"ok ({minutes:.1f} min)" if result.returncode == 0 else (
+            f"FAILED with exit code {result.returncode}")
+    lines = [
+        "# Benchmark summary",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+        f"{os.cpu_count()} cores, by `make bench`.",
+        "",
+        *(f"- {name}: {state}" for name, state in status.items()),
+        "",
+    ]
+    for name in names:
+        report = RESULTS / f"{name}.md"
+        if report.exists():
+            # Nest each report one heading level below the summary's title.
+            text = report.read_text()
+            lines += ["#" + line if line.startswith("#") else line for line in text.splitlines()]
+            lines.append("")
+    (RESULTS / "SUMMARY.md").write_text("\n".join(lines))
+    print(f"wrote {RESULTS / 'SUMMARY.md'}")
+    return 0 if all(s.startswith("ok") for s in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
