@@ -45,3 +45,16 @@ class GenerationError(ChatbotError):
 
 class NotFoundError(ChatbotError):
     """A requested record (conversation, message) does not exist."""
+
+
+class InvalidRequestError(ChatbotError):
+    """A caller sent a value the service cannot accept (empty or over-long message, bad rating).
+    ``field`` names the offending input so the API can say which one."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class ConflictError(ChatbotError):
+    """The request clashes with work in progress (a re-index is already running)."""
