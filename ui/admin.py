@@ -1,0 +1,249 @@
+"""The admin tab of the web UI: statistics, a conversation browser and re-indexing.
+
+Nothing is shown before the admin token is entered. The check happens on the server and its
+result lives in a ``gr.State`` (server-side, per browser session), and every admin handler
+checks that state again, because Gradio handlers can be called without the page: hiding the
+panel alone would protect nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import gradio as gr
+
+from chatbot.config import Settings
+from chatbot.errors import ChatbotError, ConflictError
+from chatbot.logs import ChatService
+from chatbot.reports import ConversationView
+from ui.text import bot_markdown, literal_markdown, millis, number, percent
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 20
+PERIODS = {"All time": None, "Last 24 hours": 1, "Last 7 days": 7, "Last 30 days": 30}
+ANY = "any"
+TABLE_HEADERS = ["Started (UTC)", "Channel", "Status", "Msgs", "First message"]
+NOT_SIGNED_IN = "Sign in with the admin token first."
+SOMETHING_WRONG = "Something went wrong; the details are in the server log."
+
+
+class NotAuthorized(Exception):
+    pass
+
+
+def _require(authorized: bool) -> None:
+    if not authorized:
+        raise NotAuthorized(NOT_SIGNED_IN)
+
+
+def _explain(error: BaseException, what: str) -> str:
+    """An admin-facing sentence for an error; stack traces only in the log."""
+    if isinstance(error, NotAuthorized):
+        return str(error)
+    if isinstance(error, ChatbotError):
+        return f"{what} failed: {error}"
+    log.exception("admin: %s failed", what)
+    return f"{what} failed. {SOMETHING_WRONG}"
+
+
+def stats_html(service: ChatService, period: str) -> str:
+    days = PERIODS.get(period)
+    since = datetime.now(UTC) - timedelta(days=days) if days else None
+    s = service.stats(since)
+    cards = [
+        ("Conversations", str(s.conversations)),
+        ("Bot replies", str(s.bot_messages)),
+        ("Deflection rate", percent(s.deflection_rate)),
+        ("Fallback rate", percent(s.fallback_rate)),
+        ("Hand-over rate", percent(s.handoff_rate)),
+        ("CSAT (1–5)", number(s.csat_avg)),
+        ("Thumbs up", percent(s.thumbs_up_rate)),
+        ("Latency p50", millis(s.latency_p50_ms)),
+        ("Latency p95", millis(s.latency_p95_ms)),
+    ]
+    body = "".join(
+        f'<div class="stat-card"><div class="label">{html.escape(label)}</div>'
+        f'<div class="value">{html.escape(value)}</div></div>'
+        for label, value in cards
+    )
+    return f'<div class="stat-cards">{body}</div>'
+
+
+def transcript(view: ConversationView) -> tuple[list[dict[str, Any]], str]:
+    """A conversation as chatbot messages (all text escaped) plus a markdown summary."""
+    messages: list[dict[str, Any]] = []
+    for m in view.messages:
+        if m.role == "customer":
+            messages.append({"role": "user", "content": literal_markdown(m.text)})
+            continue
+        details = []
+        if m.route:
+            details.append(f"route {m.route}")
+        if m.confidence is not None:
+            details.append(f"confidence {m.confidence:.2f}")
+        if m.latency_ms is not None:
+            details.append(f"{m.latency_ms:.0f} ms")
+        cited = [h.record_id for h in m.hits if h.cited]
+        if cited:
+            details.append("sources " + ", ".join(cited))
+        if m.rating:
+            details.append(f"rated {m.rating}")
+        prefix = "**Support team:** " if m.role == "agent" else ""
+        meta = f"\n\n*{literal_markdown(' · '.join(details))}*" if details else ""
+        messages.append({"role": "assistant", "content": prefix + bot_markdown(m.text) + meta})
+    lines = [
+        f"**Conversation** `{view.id}` · channel {view.channel} · status **{view.status}** · "
+        f"started {view.started_at:%Y-%m-%d %H:%M} UTC"
+    ]
+    for h in view.handoffs:
+        state = "resolved" if h.resolved_at else "waiting"
+        lines.append(f"- Hand-over {h.requested_at:%Y-%m-%d %H:%M} ({state}): "
+                     f"{literal_markdown(h.reason)}")
+    for f in view.feedback:
+        if f.csat is not None or f.comment:
+            lines.append(f"- Feedback: CSAT {f.csat or 'n/a'} {literal_markdown(f.comment or '')}")
+    return messages, "\n".join(lines)
+
+
+def build_admin_tab(service: ChatService, settings: Settings) -> None:
+    """The admin tab's components and handlers (call inside a ``gr.Tab``)."""
+    authorized = gr.State(False)
+    page_ids = gr.State([])  # conversation ids of the table rows, in order
+    page = gr.State(0)
+
+    with gr.Column(visible=True) as login_box:
+        gr.Markdown("### Admin sign-in\nEnter the admin token (`CHATBOT_ADMIN_TOKEN`).")
+        token = gr.Textbox(label="Admin token", type="password", max_lines=1, elem_id="admin-token")
+        sign_in = gr.Button("Sign in", variant="primary", elem_id="admin-sign-in")
+        login_message = gr.Markdown()
+
+    with gr.Column(visible=False) as admin_box:
+        with gr.Row():
+            gr.Markdown("### Statistics")
+            period = gr.Dropdown(list(PERIODS), value="All time", show_label=False,
+                                 container=False, scale=0, min_width=180)
+            refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90)
+            sign_out = gr.Button("Sign out", size="sm", scale=0, min_width=90)
+        stats = gr.HTML(elem_id="admin-stats")
+
+        gr.Markdown("### Conversations")
+        with gr.Row():
+            status = gr.Dropdown([ANY, "open", "handed_off", "closed"], value=ANY, label="Status")
+            channel = gr.Dropdown([ANY, "web", "widget", "api"], value=ANY, label="Channel")
+            query = gr.Textbox(label="Text contains", max_lines=1)
+        with gr.Row():
+            search = gr.Button("Search", size="sm", variant="primary")
+            previous = gr.Button("◀ Newer", size="sm")
+            following = gr.Button("Older ▶", size="sm")
+            page_label = gr.Markdown()
+        table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, buttons=[],
+                             column_widths=["19%", "11%", "14%", "8%", "48%"],
+                             elem_id="admin-conversations")
+        summary = gr.Markdown("Select a conversation to read its transcript.")
+        chat_view = gr.Chatbot(label="Transcript", show_label=False, height=380,
+                               sanitize_html=True, allow_tags=False, latex_delimiters=[],
+                               feedback_options=None, buttons=[], elem_id="admin-transcript")
+
+        gr.Markdown("### Knowledge base")
+        with gr.Row():
+            full = gr.Checkbox(label="Re-embed everything (slower)", value=False)
+            reindex = gr.Button("Re-index now", variant="primary", elem_id="admin-reindex")
+        reindex_result = gr.Markdown(elem_id="admin-reindex-result")
+
+    def do_sign_in(value: str) -> tuple[Any, ...]:
+        try:
+            ok = service.check_admin_token(value)
+        except ChatbotError as error:  # e.g. prod without a token configured
+            return False, gr.update(), gr.update(), f"**Cannot sign in:** {error}", ""
+        if not ok:
+            log.warning("admin sign-in with a wrong token")
+            return False, gr.update(), gr.update(), "**That token is not right.**", ""
+        return True, gr.update(visible=False), gr.update(visible=True), "", ""
+
+    def do_sign_out() -> tuple[Any, ...]:
+        return False, gr.update(visible=True), gr.update(visible=False), "", [], "", []
+
+    def load_stats(ok: bool, chosen: str) -> str:
+        try:
+            _require(ok)
+            return stats_html(service, chosen)
+        except Exception as error:
+            return f"<p>{html.escape(_explain(error, 'Loading statistics'))}</p>"
+
+    def load_page(ok: bool, st: str, ch: str, q: str, number_: int) -> tuple[Any, ...]:
+        try:
+            _require(ok)
+            status_, channel_ = (None if st == ANY else st), (None if ch == ANY else ch)
+            total = service.count_conversations(status=status_, channel=channel_, q=q or None)
+            number_ = max(0, min(number_, max(0, (total - 1) // PAGE_SIZE)))
+            rows = service.list_conversations(status=status_, channel=channel_, q=q or None,
+                                              limit=PAGE_SIZE, offset=number_ * PAGE_SIZE)
+        except Exception as error:
+            return [], [], 0, _explain(error, "Loading conversations")
+        data = [[r.started_at.strftime("%Y-%m-%d %H:%M"), r.channel, r.status, r.message_count,
+                 r.preview] for r in rows]
+        first = number_ * PAGE_SIZE + 1 if rows else 0
+        label = f"{first}–{number_ * PAGE_SIZE + len(rows)} of {total}"
+        return data, [r.id for r in rows], number_, label
+
+    def open_conversation(ok: bool, ids: list[str], evt: gr.SelectData) -> tuple[Any, str]:
+        try:
+            _require(ok)
+            row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+            messages, text = transcript(service.conversation(ids[int(row)]))
+            return messages, text
+        except (IndexError, ValueError):
+            return [], "That row is no longer there; search again."
+        except Exception as error:
+            return [], _explain(error, "Opening the conversation")
+
+    # Gradio finds the progress tracker by this default value, hence the call in the signature.
+    def run_reindex(ok: bool, everything: bool,
+                    progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
+        try:
+            _require(ok)
+            try:
+                service.start_reindex(full=everything)
+            except ConflictError:
+                progress(None, desc="A re-index is already running; following it")
+            while (state := service.reindex_status()).state == "running":
+                if state.total:
+                    progress((state.done, state.total), desc=state.stage or "embedding",
+                             unit="phrasings")
+                else:
+                    progress(None, desc=state.stage or "starting")
+                time.sleep(0.3)
+        except Exception as error:
+            return _explain(error, "Re-indexing")
+        if state.state == "failed":
+            return f"**Re-indexing failed:** {literal_markdown(state.error or 'unknown error')}"
+        return (f"**Done:** {literal_markdown(state.summary)}. "
+                "The assistant now answers from this index.")
+
+    page_inputs = [authorized, status, channel, query, page]
+    page_outputs = [table, page_ids, page, page_label]
+    for trigger in (sign_in.click, token.submit):
+        trigger(
+            do_sign_in, [token], [authorized, login_box, admin_box, login_message, token],
+            api_visibility="private",
+        ).then(load_stats, [authorized, period], [stats], api_visibility="private").then(
+            load_page, page_inputs, page_outputs, api_visibility="private"
+        )
+    sign_out.click(do_sign_out, None, [authorized, login_box, admin_box, stats, table, summary,
+                                       chat_view], api_visibility="private")
+    refresh.click(load_stats, [authorized, period], [stats], api_visibility="private")
+    period.change(load_stats, [authorized, period], [stats], api_visibility="private")
+    search.click(lambda: 0, None, [page], api_visibility="private").then(
+        load_page, page_inputs, page_outputs, api_visibility="private")
+    previous.click(lambda n: max(0, n - 1), [page], [page], api_visibility="private").then(
+        load_page, page_inputs, page_outputs, api_visibility="private")
+    following.click(lambda n: n + 1, [page], [page], api_visibility="private").then(
+        load_page, page_inputs, page_outputs, api_visibility="private")
+    table.select(open_conversation, [authorized, page_ids], [chat_view, summary],
+                 api_visibility="private")
+    reindex.click(run_reindex, [authorized, full], [reindex_result], api_visibility="private")

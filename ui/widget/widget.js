@@ -1,0 +1,613 @@
+/*
+ * Support chat widget: one <script> tag puts a chat bubble and panel on any page.
+ *
+ *   <script src="https://bot.example.com/widget/widget.js"
+ *           data-bot-url="https://bot.example.com" data-title="Pinecrest help"
+ *           data-color="#2f6f4f" data-greeting="Hi! How can we help?"></script>
+ *
+ * What this file owns: the widget's DOM (inside a Shadow DOM so the host page's styles and
+ * ours never mix), talking to the bot's REST API (/api/v1/chat/stream as Server-Sent Events
+ * over fetch, /feedback, /handoff, /conversations/{id}) and keeping the conversation id in
+ * localStorage so a reload restores the transcript.
+ *
+ * Safety rule: every piece of bot or customer text goes into the page with textContent (or
+ * setAttribute on plain attributes), never as HTML. Icons are built with createElementNS.
+ * Plain modern JavaScript, no build step, nothing loaded from a CDN.
+ */
+(function () {
+  "use strict";
+
+  var script = document.currentScript ||
+    document.querySelector('script[src*="widget.js"][data-bot-url], script[src*="widget.js"]');
+  if (!script) { return; }
+  // A page that includes the tag twice gets one widget.
+  if (window.__supportChatWidgetLoaded) { return; }
+  window.__supportChatWidgetLoaded = true;
+
+  var scriptUrl = new URL(script.src, document.baseURI);
+  var config = {
+    botUrl: (script.getAttribute("data-bot-url") || scriptUrl.origin).replace(/\/+$/, ""),
+    title: script.getAttribute("data-title") || "Help",
+    color: script.getAttribute("data-color") || "#2f6f4f",
+    greeting: script.getAttribute("data-greeting") ||
+      "Hi! Ask me anything about orders, shipping, returns or your account.",
+    cssUrl: new URL("widget.css", scriptUrl).href,
+  };
+  var API = config.botUrl + "/api/v1";
+  var STORAGE_KEY = "supportChat:" + config.botUrl + ":conversation";
+  var SVG_NS = "http://www.w3.org/2000/svg";
+
+  // ---------------------------------------------------------------- small DOM helpers
+  /** Create an element; `text` is always set with textContent, never parsed as HTML. */
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    if (attrs) {
+      Object.keys(attrs).forEach(function (name) {
+        if (attrs[name] === false || attrs[name] == null) { return; }
+        node.setAttribute(name, attrs[name] === true ? "" : String(attrs[name]));
+      });
+    }
+    if (text != null) { node.textContent = String(text); }
+    return node;
+  }
+
+  /** An inline SVG icon from path data (built with DOM calls, not markup). */
+  function icon(paths) {
+    var svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    paths.forEach(function (d) {
+      var path = document.createElementNS(SVG_NS, "path");
+      path.setAttribute("d", d);
+      svg.appendChild(path);
+    });
+    return svg;
+  }
+
+  var ICONS = {
+    chat: ["M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"],
+    close: ["M6 6l12 12", "M18 6L6 18"],
+    send: ["M3 20l18-8L3 4l2 8-2 8z", "M5 12h8"],
+    up: ["M7 11v9H4v-9h3z", "M7 11l4-7a2 2 0 0 1 3 2l-1 4h5a2 2 0 0 1 2 2.3l-1.2 6A2 2 0 0 1 16.8 20H7"],
+    down: ["M17 13V4h3v9h-3z", "M17 13l-4 7a2 2 0 0 1-3-2l1-4H6a2 2 0 0 1-2-2.3l1.2-6A2 2 0 0 1 7.2 4H17"],
+    restart: ["M4 12a8 8 0 1 0 2.3-5.6", "M4 4v4h4"],
+    person: ["M12 12a4 4 0 1 0 0-8 4 4 0 0 0 0 8z", "M4 21a8 8 0 0 1 16 0"],
+  };
+
+  /** Text colour (dark or light) readable on the brand colour, from its luminance. */
+  function readableOn(color) {
+    var probe = el("span");
+    probe.style.color = color;
+    document.body.appendChild(probe);
+    var rgb = getComputedStyle(probe).color.match(/\d+(\.\d+)?/g) || ["0", "0", "0"];
+    probe.remove();
+    var lum = [0, 1, 2].map(function (i) {
+      var c = Number(rgb[i]) / 255;
+      return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+    });
+    var l = 0.2126 * lum[0] + 0.7152 * lum[1] + 0.0722 * lum[2];
+    return l > 0.4 ? "#1b1f1d" : "#ffffff";
+  }
+
+  function safeColor(value) {
+    return window.CSS && CSS.supports && CSS.supports("color", value) ? value : "#2f6f4f";
+  }
+
+  function loadConversationId() {
+    try { return window.localStorage.getItem(STORAGE_KEY); } catch (e) { return null; }
+  }
+
+  function saveConversationId(id) {
+    try {
+      if (id) { window.localStorage.setItem(STORAGE_KEY, id); }
+      else { window.localStorage.removeItem(STORAGE_KEY); }
+    } catch (e) { /* storage disabled (private mode): the chat still works for this page */ }
+  }
+
+  /** Turn a failed HTTP response into a sentence a customer can act on. */
+  function friendlyError(status, body) {
+    if (status === 429) { return "You're sending messages quickly. Please wait a few seconds and try again."; }
+    if (status === 422 && body && body.error) { return String(body.error); }
+    if (status === 404) { return "This conversation has expired. Please start a new one."; }
+    if (status === 503) { return "The assistant is starting up. Please try again in a minute."; }
+    return "Sorry, something went wrong on our side. Please try again.";
+  }
+
+  function readError(response) {
+    return response.json().catch(function () { return null; }).then(function (body) {
+      var error = new Error(friendlyError(response.status, body));
+      error.status = response.status;
+      throw error;
+    });
+  }
+
+  function postJson(path, payload) {
+    return fetch(API + path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      body: JSON.stringify(payload),
+    }).then(function (response) {
+      return response.ok ? response.json().catch(function () { return {}; }) : readError(response);
+    });
+  }
+
+  /**
+   * POST a chat message and read the Server-Sent Events reply. Calls onEvent(name, data) for
+   * each event (meta, token, done, error). Resolves when the stream ends.
+   */
+  function streamChat(payload, onEvent) {
+    return fetch(API + "/chat/stream", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Accept": "text/event-stream" },
+      body: JSON.stringify(payload),
+    }).then(function (response) {
+      if (!response.ok) { return readError(response); }
+      var reader = response.body.getReader();
+      var decoder = new TextDecoder();
+      var buffer = "";
+
+      function dispatch(block) {
+        var name = "message";
+        var data = [];
+        block.split(/\r\n|\r|\n/).forEach(function (line) {
+          if (!line || line.charAt(0) === ":") { return; } // blank or keep-alive comment
+          var colon = line.indexOf(":");
+          var field = colon < 0 ? line : line.slice(0, colon);
+          var value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (field === "event") { name = value; }
+          else if (field === "data") { data.push(value); }
+        });
+        if (!data.length) { return; }
+        var parsed;
+        try { parsed = JSON.parse(data.join("\n")); } catch (e) { parsed = { text: data.join("\n") }; }
+        onEvent(name, parsed);
+      }
+
+      function pump() {
+        return reader.read().then(function (chunk) {
+          if (chunk.done) {
+            buffer += decoder.decode();
+            if (buffer.trim()) { dispatch(buffer); }
+            return;
+          }
+          buffer += decoder.decode(chunk.value, { stream: true });
+          // Events end with a blank line; sse-starlette separates lines with \r\n.
+          var parts = buffer.split(/\r\n\r\n|\n\n|\r\r/);
+          buffer = parts.pop();
+          parts.forEach(dispatch);
+          return pump();
+        });
+      }
+      return pump();
+    });
+  }
+
+  // ---------------------------------------------------------------- the widget
+  function Widget() {
+    this.conversationId = loadConversationId();
+    this.busy = false;
+    this.restored = false;
+    this.build();
+  }
+
+  Widget.prototype.build = function () {
+    var self = this;
+    var host = el("div", { id: "support-chat-widget", "data-support-chat": "" });
+    var color = safeColor(config.color);
+    host.style.setProperty("--cw-color", color);
+    host.style.setProperty("--cw-on-color", readableOn(color));
+    var shadow = host.attachShadow({ mode: "open" });
+    this.host = host;
+    this.shadow = shadow;
+
+    // Styles load from widget.css next to this script; the widget stays hidden until they
+    // arrive (or fail) so it never flashes unstyled on the host page.
+    var root = el("div", { class: "cw-root" });
+    root.style.visibility = "hidden";
+    var link = el("link", { rel: "stylesheet", href: config.cssUrl });
+    function reveal() { root.style.visibility = ""; }
+    link.addEventListener("load", reveal);
+    link.addEventListener("error", function () {
+      reveal();
+      if (window.console) { console.warn("support chat: could not load " + config.cssUrl); }
+    });
+    setTimeout(reveal, 4000); // a stalled stylesheet must not hide the chat for good
+    shadow.appendChild(link);
+    shadow.appendChild(root);
+
+    // Launcher bubble.
+    this.launcher = el("button", {
+      type: "button", class: "cw-launcher", "aria-label": "Open chat: " + config.title,
+      "aria-expanded": "false", "aria-controls": "cw-panel",
+    });
+    var chatIcon = icon(ICONS.chat);
+    chatIcon.setAttribute("class", "cw-icon-open");
+    var closeIcon = icon(ICONS.close);
+    closeIcon.setAttribute("class", "cw-icon-close");
+    this.launcher.appendChild(chatIcon);
+    this.launcher.appendChild(closeIcon);
+    this.launcher.addEventListener("click", function () {
+      if (self.panel.hidden) { self.open(); } else { self.close(); }
+    });
+
+    // Panel.
+    var panel = el("section", {
+      id: "cw-panel", class: "cw-panel", role: "dialog", "aria-modal": "false",
+      "aria-labelledby": "cw-title", hidden: true,
+    });
+    this.panel = panel;
+
+    var header = el("header", { class: "cw-header" });
+    var heading = el("div", { class: "cw-heading" });
+    heading.appendChild(el("h2", { id: "cw-title", class: "cw-title" }, config.title));
+    heading.appendChild(el("p", { class: "cw-subtitle" }, "Usually answers instantly"));
+    var restart = el("button", {
+      type: "button", class: "cw-icon-btn", "aria-label": "Start a new conversation",
+      title: "Start a new conversation",
+    });
+    restart.appendChild(icon(ICONS.restart));
+    restart.addEventListener("click", function () { self.reset(); });
+    var close = el("button", {
+      type: "button", class: "cw-icon-btn cw-close", "aria-label": "Close chat", title: "Close chat",
+    });
+    close.appendChild(icon(ICONS.close));
+    close.addEventListener("click", function () { self.close(); });
+    header.appendChild(heading);
+    header.appendChild(restart);
+    header.appendChild(close);
+
+    // The transcript is a log; new bot answers are announced once, complete, through the
+    // separate live region below (announcing every streamed token would be unbearable).
+    this.log = el("div", { class: "cw-log", role: "log", "aria-live": "off", "aria-label": "Conversation", tabindex: "0" });
+    this.announcer = el("div", { class: "cw-sr-only", "aria-live": "polite", "aria-atomic": "true" });
+    this.status = el("p", { class: "cw-status", role: "status", "aria-live": "polite" });
+
+    var form = el("form", { class: "cw-form", novalidate: true });
+    var label = el("label", { class: "cw-sr-only", for: "cw-input" }, "Type your message");
+    this.input = el("textarea", {
+      id: "cw-input", class: "cw-input", rows: "1", maxlength: "4000",
+      placeholder: "Ask a question…", "aria-label": "Type your message", autocomplete: "off",
+    });
+    this.sendButton = el("button", { type: "submit", class: "cw-send", "aria-label": "Send message" });
+    this.sendButton.appendChild(icon(ICONS.send));
+    form.appendChild(label);
+    form.appendChild(this.input);
+    form.appendChild(this.sendButton);
+    form.addEventListener("submit", function (event) { event.preventDefault(); self.send(); });
+    this.input.addEventListener("keydown", function (event) {
+      // Enter sends; Shift+Enter adds a line; composing (IME) text is left alone.
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        self.send();
+      }
+    });
+    this.input.addEventListener("input", function () { self.autosize(); });
+
+    var footer = el("div", { class: "cw-footer" });
+    this.humanButton = el("button", { type: "button", class: "cw-human" });
+    this.humanButton.appendChild(icon(ICONS.person));
+    this.humanButton.appendChild(el("span", null, "Talk to a human"));
+    this.humanButton.addEventListener("click", function () { self.requestHuman(); });
+    footer.appendChild(this.humanButton);
+
+    panel.appendChild(header);
+    panel.appendChild(this.log);
+    panel.appendChild(this.status);
+    panel.appendChild(form);
+    panel.appendChild(footer);
+    panel.appendChild(this.announcer);
+    panel.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") { event.preventDefault(); self.close(); }
+    });
+
+    root.appendChild(panel);
+    root.appendChild(this.launcher);
+    document.body.appendChild(host);
+    this.greet();
+  };
+
+  Widget.prototype.autosize = function () {
+    this.input.style.height = "auto";
+    this.input.style.height = Math.min(this.input.scrollHeight, 120) + "px";
+  };
+
+  Widget.prototype.open = function () {
+    this.panel.hidden = false;
+    this.host.setAttribute("data-open", "");
+    this.launcher.setAttribute("aria-expanded", "true");
+    this.launcher.setAttribute("aria-label", "Close chat: " + config.title);
+    this.restore();
+    this.scrollToEnd();
+    this.input.focus();
+  };
+
+  Widget.prototype.close = function () {
+    this.panel.hidden = true;
+    this.host.removeAttribute("data-open");
+    this.launcher.setAttribute("aria-expanded", "false");
+    this.launcher.setAttribute("aria-label", "Open chat: " + config.title);
+    this.launcher.focus(); // focus goes back to where the customer opened the chat
+  };
+
+  Widget.prototype.scrollToEnd = function () {
+    this.log.scrollTop = this.log.scrollHeight;
+  };
+
+  Widget.prototype.setStatus = function (text, isError) {
+    this.status.textContent = text || "";
+    this.status.classList.toggle("cw-status--error", Boolean(isError));
+  };
+
+  Widget.prototype.greet = function () {
+    this.addNote(config.greeting, "cw-msg--greeting");
+  };
+
+  /** A bot-side line that is not an answer (greeting, hand-over notice): no feedback. */
+  Widget.prototype.addNote = function (text, extraClass) {
+    var row = el("div", { class: "cw-msg cw-msg--bot cw-msg--note " + (extraClass || "") });
+    row.appendChild(el("div", { class: "cw-text" }, text));
+    this.log.appendChild(row);
+    this.scrollToEnd();
+    return row;
+  };
+
+  Widget.prototype.addCustomer = function (text) {
+    var row = el("div", { class: "cw-msg cw-msg--customer" });
+    row.appendChild(el("span", { class: "cw-sr-only" }, "You said: "));
+    row.appendChild(el("div", { class: "cw-text" }, text));
+    this.log.appendChild(row);
+    this.scrollToEnd();
+    return row;
+  };
+
+  /** An empty bot answer that fills in as tokens stream; returns its parts. */
+  Widget.prototype.addAnswer = function () {
+    var row = el("div", { class: "cw-msg cw-msg--bot", "aria-busy": "true" });
+    var text = el("div", { class: "cw-text" });
+    var typing = el("span", { class: "cw-typing", "aria-label": "Assistant is typing" });
+    typing.appendChild(el("span"));
+    typing.appendChild(el("span"));
+    typing.appendChild(el("span"));
+    text.appendChild(typing);
+    row.appendChild(text);
+    this.log.appendChild(row);
+    this.scrollToEnd();
+    return { row: row, text: text, typing: typing, content: "" };
+  };
+
+  Widget.prototype.finishAnswer = function (answer, done) {
+    answer.row.removeAttribute("aria-busy");
+    if (answer.typing.parentNode) { answer.typing.remove(); }
+    // The final reply is authoritative (the stream may have been cut or rewritten).
+    if (typeof done.reply === "string" && done.reply !== answer.content) {
+      answer.content = done.reply;
+      answer.text.textContent = done.reply;
+    }
+    if (done.route) { answer.row.setAttribute("data-route", done.route); }
+    if (done.message_id) { answer.row.setAttribute("data-message-id", done.message_id); }
+    if (Array.isArray(done.sources) && done.sources.length) {
+      answer.row.appendChild(this.renderSources(done.sources));
+    }
+    if (done.message_id) { answer.row.appendChild(this.renderFeedback(done.message_id)); }
+    if (done.handoff) {
+      this.showHandedOff();
+    } else if (done.route === "fallback" && !this.handedOff) {
+      // The fallback answer offers a person; make accepting that one click.
+      var self = this;
+      var offer = el("button", { type: "button", class: "cw-offer" }, "Yes, connect me with a person");
+      offer.addEventListener("click", function () { offer.remove(); self.requestHuman(); });
+      answer.row.appendChild(offer);
+    }
+    this.announcer.textContent = config.title + " says: " + answer.content;
+    this.scrollToEnd();
+  };
+
+  Widget.prototype.renderSources = function (sources) {
+    var box = el("div", { class: "cw-sources" });
+    box.appendChild(el("p", { class: "cw-sources-title" }, sources.length === 1 ? "Source" : "Sources"));
+    var list = el("ol", { class: "cw-sources-list" });
+    sources.forEach(function (source, i) {
+      var item = el("li", { class: "cw-source" });
+      var title = source.title || source.record_id || "Source " + (i + 1);
+      var label;
+      // Only http(s) sources become links; anything else (a file name) stays plain text.
+      if (typeof source.source === "string" && /^https?:\/\//i.test(source.source)) {
+        label = el("a", { href: source.source, target: "_blank", rel: "noopener noreferrer" }, title);
+      } else {
+        label = el("span", { class: "cw-source-title" }, title);
+      }
+      if (source.snippet) { label.setAttribute("title", source.snippet); }
+      if (source.kind) {
+        item.appendChild(el("span", { class: "cw-source-kind" },
+          source.kind === "faq" ? "FAQ" : source.kind === "dialogue" ? "Past chat" : source.kind));
+      }
+      item.appendChild(label);
+      list.appendChild(item);
+    });
+    box.appendChild(list);
+    return box;
+  };
+
+  /** Thumbs up/down for one answer; `rated` ("up"/"down") shows a rating already given. */
+  Widget.prototype.renderFeedback = function (messageId, rated) {
+    var self = this;
+    var bar = el("div", { class: "cw-feedback", role: "group", "aria-label": "Was this answer helpful?" });
+    bar.appendChild(el("span", { class: "cw-feedback-label" }, "Helpful?"));
+    var thanks = el("span", { class: "cw-feedback-thanks" });
+    var buttons = [["up", "Yes, this helped", ICONS.up], ["down", "No, this did not help", ICONS.down]]
+      .map(function (spec) {
+        var button = el("button", {
+          type: "button", class: "cw-rate cw-rate--" + spec[0], "aria-label": spec[1],
+          title: spec[1], "aria-pressed": "false", "data-rating": spec[0],
+        });
+        button.appendChild(icon(spec[2]));
+        button.addEventListener("click", function () {
+          buttons.forEach(function (b) { b.disabled = true; });
+          postJson("/feedback", { message_id: messageId, rating: spec[0] }).then(function () {
+            button.setAttribute("aria-pressed", "true");
+            bar.setAttribute("data-rated", spec[0]);
+            thanks.textContent = "Thanks for your feedback!";
+          }, function (error) {
+            buttons.forEach(function (b) { b.disabled = false; });
+            self.setStatus(error.message, true);
+          });
+        });
+        if (rated) {
+          button.disabled = true;
+          if (rated === spec[0]) { button.setAttribute("aria-pressed", "true"); }
+        }
+        bar.appendChild(button);
+        return button;
+      });
+    if (rated) { bar.setAttribute("data-rated", rated); }
+    bar.appendChild(thanks);
+    return bar;
+  };
+
+  Widget.prototype.showHandedOff = function () {
+    if (this.handedOff) { return; }
+    this.handedOff = true;
+    this.humanButton.disabled = true;
+    this.humanButton.lastChild.textContent = "A person will reply here";
+    this.addNote("A member of our support team has been notified and will reply in this chat.",
+      "cw-msg--handoff");
+  };
+
+  Widget.prototype.requestHuman = function () {
+    var self = this;
+    if (!this.conversationId) {
+      this.setStatus("Tell us briefly what you need first, then we'll pass it on to a person.");
+      this.input.focus();
+      return;
+    }
+    this.humanButton.disabled = true;
+    this.setStatus("Connecting you with our team…");
+    postJson("/handoff", { conversation_id: this.conversationId, reason: "customer asked for a human (widget button)" })
+      .then(function () {
+        self.setStatus("");
+        self.showHandedOff();
+        self.announcer.textContent = "A member of our support team will reply in this chat.";
+      }, function (error) {
+        self.humanButton.disabled = false;
+        self.setStatus(error.message, true);
+      });
+  };
+
+  Widget.prototype.send = function () {
+    var self = this;
+    var message = this.input.value.trim();
+    if (!message || this.busy) { return; }
+    this.busy = true;
+    this.sendButton.disabled = true;
+    this.setStatus("");
+    this.input.value = "";
+    this.autosize();
+    this.addCustomer(message);
+    var answer = this.addAnswer();
+    var finished = false;
+    var payload = { message: message, channel: "widget" };
+    if (this.conversationId) { payload.conversation_id = this.conversationId; }
+
+    streamChat(payload, function (name, data) {
+      if (name === "meta" && data.conversation_id) {
+        self.conversationId = data.conversation_id;
+        saveConversationId(data.conversation_id);
+      } else if (name === "token" && typeof data.text === "string") {
+        if (answer.typing.parentNode) { answer.typing.remove(); }
+        answer.content += data.text;
+        answer.text.textContent = answer.content;
+        self.scrollToEnd();
+      } else if (name === "done") {
+        finished = true;
+        if (data.conversation_id) {
+          self.conversationId = data.conversation_id;
+          saveConversationId(data.conversation_id);
+        }
+        self.finishAnswer(answer, data);
+      } else if (name === "error") {
+        // Server-side failures are logged there; customers get a sentence, not internals.
+        var reason = data && data.error ? String(data.error) : "";
+        throw new Error(!reason || /^internal error/i.test(reason) ? friendlyError(500) : reason);
+      }
+    }).then(function () {
+      if (!finished) { throw new Error("The answer was interrupted. Please try again."); }
+    }).catch(function (error) {
+      var text = error && error.status ? error.message
+        : error instanceof TypeError ? "We couldn't reach the assistant. Check your connection and try again."
+        : (error && error.message) || friendlyError(500);
+      answer.row.removeAttribute("aria-busy");
+      answer.row.classList.add("cw-msg--error");
+      answer.text.textContent = text;
+      self.announcer.textContent = text;
+      if (error && error.status === 404) {  // stored conversation no longer exists
+        self.conversationId = null;
+        saveConversationId(null);
+      }
+      // Give the customer their words back so nothing they typed is lost.
+      if (!self.input.value) { self.input.value = message; }
+    }).then(function () {
+      self.busy = false;
+      self.sendButton.disabled = false;
+      self.input.focus();
+    });
+  };
+
+  /** Load the stored conversation's transcript the first time the panel opens. */
+  Widget.prototype.restore = function () {
+    var self = this;
+    if (this.restored || !this.conversationId) { return; }
+    this.restored = true;
+    var id = this.conversationId;
+    fetch(API + "/conversations/" + encodeURIComponent(id), { headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (response.status === 404) { saveConversationId(null); self.conversationId = null; return null; }
+        return response.ok ? response.json() : null;
+      })
+      .then(function (view) {
+        if (!view || !Array.isArray(view.messages) || self.conversationId !== id) { return; }
+        // Insert before anything typed since opening, after the greeting.
+        var anchor = self.log.children[1] || null;
+        view.messages.forEach(function (m) {
+          var row;
+          if (m.role === "customer" || m.role === "user") {
+            row = el("div", { class: "cw-msg cw-msg--customer" });
+            row.appendChild(el("span", { class: "cw-sr-only" }, "You said: "));
+            row.appendChild(el("div", { class: "cw-text" }, m.text));
+          } else if (m.role === "agent") {  // a person from the support team
+            row = el("div", { class: "cw-msg cw-msg--bot cw-msg--agent" });
+            row.appendChild(el("span", { class: "cw-author" }, "Support team"));
+            row.appendChild(el("div", { class: "cw-text" }, m.text));
+          } else {
+            row = el("div", { class: "cw-msg cw-msg--bot" });
+            row.appendChild(el("div", { class: "cw-text" }, m.text));
+            if (m.route) { row.setAttribute("data-route", m.route); }
+            if (m.id) {
+              row.setAttribute("data-message-id", m.id);
+              row.appendChild(self.renderFeedback(m.id, m.rating));
+            }
+          }
+          self.log.insertBefore(row, anchor);
+        });
+        if (view.status === "handed_off") { self.showHandedOff(); }
+        self.scrollToEnd();
+      })
+      .catch(function () { /* a transcript we cannot load is not worth an error message */ });
+  };
+
+  Widget.prototype.reset = function () {
+    if (this.busy) { return; }
+    this.conversationId = null;
+    saveConversationId(null);
+    this.handedOff = false;
+    this.humanButton.disabled = false;
+    this.humanButton.lastChild.textContent = "Talk to a human";
+    while (this.log.firstChild) { this.log.removeChild(this.log.firstChild); }
+    this.setStatus("");
+    this.greet();
+    this.input.focus();
+  };
+
+  function start() { window.supportChatWidget = new Widget(); }
+  if (document.body) { start(); } else { document.addEventListener("DOMContentLoaded", start); }
+})();
