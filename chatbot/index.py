@@ -341,7 +341,8 @@ def reindex(
             documents, embedder or Embedder(settings), settings, reuse=reuse, progress=progress
         )
         created = datetime.now(UTC)
-        version = created.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        # Microseconds in the name: versions sort by creation even when built in one second.
+        version = created.strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:6]
         data.manifest.update(
             version=version,
             created_at=created.isoformat(),
