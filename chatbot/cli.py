@@ -140,6 +140,202 @@ def eval_retrieval_command(
     typer.echo(text)
 
 
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Migrate the database (CHATBOT_DATABASE_URL, default SQLite under var/) to a revision."""
+    from chatbot.db import upgrade
+
+    settings = _settings()
+    try:
+        upgrade(settings, revision)
+    except ChatbotError as error:
+        _fail(error)
+    typer.echo(f"database at {revision}: {settings.resolved_database_url}")
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (default: CHATBOT_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default: CHATBOT_PORT)."),
+    build_index: bool = typer.Option(True, help="Build the index first when none exists."),
+) -> None:
+    """Migrate the database, build the index if missing, and serve UI, API and widget."""
+    import uvicorn
+
+    from chatbot.api import create_app
+    from chatbot.db import upgrade
+
+    settings = _settings()
+    try:
+        upgrade(settings)
+        if build_index:
+            from chatbot.index import active_version, reindex
+
+            if active_version(settings) is None:
+                typer.echo("no index yet: building it from " + str(settings.knowledge_base))
+                typer.echo(reindex(settings).summary())
+        app_ = create_app(settings)
+    except ChatbotError as error:
+        _fail(error)
+    uvicorn.run(app_, host=host or settings.host, port=port or settings.port,
+                log_level=settings.log_level.lower())
+
+
+@app.command()
+def chat() -> None:
+    """Chat in the terminal; each reply shows its route, confidence and sources."""
+    from chatbot.pipeline import build_pipeline, terminal_chat
+
+    try:
+        terminal_chat(build_pipeline(_settings()), input, typer.echo)
+    except ChatbotError as error:
+        _fail(error)
+
+
+@app.command()
+def calibrate(
+    out_of_scope: Path | None = typer.Option(
+        None, "--out-of-scope", help="Off-topic questions, one per line "
+        "(default: out_of_scope.txt in the knowledge base)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print, do not store."),
+) -> None:
+    """Pick routing thresholds for CHATBOT_TARGET_PRECISION and store them with the index."""
+    from chatbot.calibrate import calibrate as run_calibrate
+    from chatbot.index import write_thresholds
+
+    settings = _settings()
+    try:
+        thresholds, report = run_calibrate(settings, out_of_scope=out_of_scope)
+        if not dry_run:
+            report["stored_in"] = str(write_thresholds(settings, thresholds.to_json()))
+    except ChatbotError as error:
+        _fail(error)
+    typer.echo(json.dumps(report, indent=2))
+
+
+@app.command("eval-routing")
+def eval_routing_command(
+    kb: Path = typer.Option(..., "--kb", help="CSV whose rows become the documents."),
+    in_scope: Path = typer.Option(..., "--in-scope", help="CSV of in-scope test questions."),
+    out_of_scope: Path = typer.Option(..., "--out-of-scope", help="CSV of off-topic questions."),
+    text_col: str = typer.Option(..., "--text-col", help="Column with the text."),
+    label_col: str = typer.Option(..., "--label-col", help="Column with the label."),
+    calibrate_in: Path | None = typer.Option(None, "--calibrate-in", help="In-scope CSV to "
+                                             "calibrate on (else the default thresholds)."),
+    calibrate_out: Path | None = typer.Option(None, "--calibrate-out",
+                                              help="Out-of-scope CSV to calibrate on."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the JSON here."),
+) -> None:
+    """Share of in-scope questions answered (correctly) and of off-topic ones declined."""
+    from chatbot.eval_answers import eval_routing
+
+    try:
+        result = eval_routing(kb, in_scope, out_of_scope, text_col=text_col, label_col=label_col,
+                              settings=_settings(), calibrate_in=calibrate_in,
+                              calibrate_out=calibrate_out, progress=True)
+    except ChatbotError as error:
+        _fail(error)
+    _print_json(result, json_out)
+
+
+@app.command("eval-answers")
+def eval_answers_command(
+    kb: Path = typer.Option(..., "--kb", help="CSV of question/answer rows to answer from."),
+    queries: Path = typer.Option(..., "--queries", help="CSV of test questions and references."),
+    question_col: str = typer.Option(..., "--question-col", help="Column with the question."),
+    answer_col: str = typer.Option(..., "--answer-col", help="Column with the answer."),
+    generator: str = typer.Option("finetuned", "--generator", help="base, finetuned or PATH "
+                                  "(an adapter or a model folder)."),
+    mode: str = typer.Option("pipeline", "--mode", help="pipeline (routing and support gate), "
+                             "generate (always generate) or verbatim (nearest neighbour)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Questions evaluated at most "
+                                     "(evenly spread over the file)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the JSON here."),
+) -> None:
+    """ROUGE-L, groundedness, routes, latency and tokens/s of answers against references."""
+    from chatbot.eval_answers import eval_answers
+
+    if mode not in ("pipeline", "generate", "verbatim"):
+        _fail(ChatbotError(f"--mode must be pipeline, generate or verbatim, not {mode!r}"))
+    try:
+        result = eval_answers(kb, queries, question_col=question_col, answer_col=answer_col,
+                              settings=_settings(), generator=generator, mode=mode,  # type: ignore[arg-type]
+                              limit=limit, progress=True)
+    except ChatbotError as error:
+        _fail(error)
+    _print_json(result, json_out)
+
+
+def _print_json(result: dict, json_out: Path | None) -> None:
+    text = json.dumps(result, indent=2)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+    typer.echo(text)
+
+
+finetune_app = typer.Typer(help="Fine-tune the generator or the embedder.", no_args_is_help=True)
+app.add_typer(finetune_app, name="finetune")
+
+
+@finetune_app.command("generator")
+def finetune_generator_command(
+    output: Path | None = typer.Option(
+        None, "--output",
+        help="Where to save (default: the shipped adapter, chatbot/adapters/smollm2-pinecrest)."),
+    full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
+    steps: int = typer.Option(300, "--steps", min=1, help="Optimizer steps at most."),
+    minutes: float = typer.Option(0.0, "--minutes", min=0, help="Training time budget (0: none)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 2e-4 LoRA, "
+                                    "2e-5 full)."),
+    rank: int = typer.Option(8, "--rank", min=1, help="LoRA rank."),
+    bitext: Path | None = typer.Option(None, "--bitext", help="Also train on the Bitext CSV's "
+                                       "80% training split."),
+    bitext_limit: int = typer.Option(1500, "--bitext-limit", min=0),
+    model: str = typer.Option("", "--model", help="Base model (default: CHATBOT_GENERATOR_MODEL "
+                              "or SmolLM2)."),
+) -> None:
+    """LoRA (or full) fine-tuning on the knowledge base's dialogues and FAQs."""
+    from chatbot.finetune import FinetuneConfig, finetune_generator
+
+    config = FinetuneConfig(full=full, max_steps=steps, time_budget_min=minutes,
+                            batch_size=batch_size, lora_r=rank, lora_alpha=2 * rank,
+                            lr=lr or (2e-5 if full else 2e-4),
+                            bitext=str(bitext or ""), bitext_limit=bitext_limit, model=model)
+    if output is not None:
+        config.output = str(output)
+    try:
+        metrics = finetune_generator(_settings(), config)
+    except ChatbotError as error:
+        _fail(error)
+    typer.echo(json.dumps(metrics, indent=2))
+    typer.echo(f"saved to {config.output}")
+
+
+@finetune_app.command("embedder")
+def finetune_embedder_command(
+    output: Path = typer.Option(Path("var/models/minilm-finetuned"), "--output"),
+    epochs: int = typer.Option(1, "--epochs", min=1),
+    batch_size: int = typer.Option(32, "--batch-size", min=2),
+    bitext: Path | None = typer.Option(None, "--bitext", help="Also train on Bitext's 80% split."),
+) -> None:
+    """Contrastive fine-tuning of the retriever on (question, answer) pairs, recall@1 before
+    and after. Use it with CHATBOT_EMBEDDING_MODEL=OUTPUT and `chatbot reindex --full`."""
+    from chatbot.finetune_embedder import finetune_embedder
+
+    try:
+        metrics = finetune_embedder(_settings(), output=output, epochs=epochs,
+                                    batch_size=batch_size, bitext=bitext)
+    except ChatbotError as error:
+        _fail(error)
+    typer.echo(json.dumps(metrics, indent=2))
+
+
 # --- more commands are registered above this line ---
 
 

@@ -1,0 +1,189 @@
+"""Answer benchmarks: out-of-scope routing on CLINC150 and answer quality on Bitext.
+Writes bench/results/answers.json and answers.md.
+
+    .venv/bin/python bench/bench_answers.py [--limit 200] [--max-new-tokens 128] [--skip-clinc]
+                                            [--skip-bitext] [--threads 2]
+
+- CLINC150: index ``train``, calibrate on ``val`` + ``oos_val`` at several target precisions
+  (and the uncalibrated defaults), test on ``test`` + ``oos_test``: ``in_scope_answered``,
+  ``in_scope_correct``, ``oos_fallback``. Same code as `chatbot eval-routing`.
+- Bitext: 80% of each intent indexed (question -> response), the other 20% asked (``--limit``
+  evenly spread); rows side by side: the nearest neighbour's answer verbatim, the base model
+  and the fine-tuned model generating from the top-3 sources, and the full pipeline (routing,
+  support gate) with the fine-tuned model. Same code as `chatbot eval-answers`.
+
+The datasets are read from ../shared/datasets; a missing dataset skips its section and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATASETS = ROOT.parent / "shared" / "datasets"
+RESULTS = ROOT / "bench" / "results"
+
+from chatbot.calibrate import CachingEmbedder  # noqa: E402
+from chatbot.config import Settings  # noqa: E402
+from chatbot.embed import Embedder  # noqa: E402
+from chatbot.eval_answers import eval_answers, eval_routing  # noqa: E402
+from chatbot.finetune_data import bitext_split  # noqa: E402
+from chatbot.generate import DEFAULT_ADAPTER  # noqa: E402
+
+
+def write_csv(path: Path, header: list[str], rows: list[Any]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def clinc(settings: Settings, embedder: Any, tmp: Path) -> dict[str, Any]:
+    data = json.loads((DATASETS / "clinc150" / "data_full.json").read_text())
+    files = {part: write_csv(tmp / f"{part}.csv", ["text", "intent"], data[part])
+             for part in ("train", "val", "test")}
+    for part in ("oos_val", "oos_test"):
+        files[part] = write_csv(tmp / f"{part}.csv", ["text"], [(t,) for t, _ in data[part]])
+    rows: dict[str, Any] = {}
+    runs: list[tuple[str, float | None]] = [("uncalibrated defaults", None)]
+    runs += [(f"calibrated, target precision {p}", p) for p in (0.95, 0.90, 0.85)]
+    for name, target in runs:
+        print(f"[clinc150] {name}", flush=True)
+        s = settings if target is None else settings.model_copy(
+            update={"target_precision": target})
+        started = time.perf_counter()
+        rows[name] = eval_routing(
+            files["train"], files["test"], files["oos_test"], text_col="text",
+            label_col="intent", settings=s, embedder=embedder, progress=True,
+            calibrate_in=None if target is None else files["val"],
+            calibrate_out=None if target is None else files["oos_val"])
+        rows[name]["seconds"] = round(time.perf_counter() - started, 1)
+        print(json.dumps({k: v for k, v in rows[name].items() if k != "calibration"}), flush=True)
+    return rows
+
+
+def bitext(settings: Settings, embedder: Any, tmp: Path, limit: int) -> dict[str, Any]:
+    source = next((DATASETS / "bitext").glob("*.csv"))
+    train, test = bitext_split(source)
+    kb = write_csv(tmp / "bitext_train.csv", ["instruction", "response"],
+                   [(r["instruction"], r["response"]) for r in train])
+    queries = write_csv(tmp / "bitext_test.csv", ["instruction", "response"],
+                        [(r["instruction"], r["response"]) for r in test])
+    rows: dict[str, Any] = {}
+    runs = [("nearest neighbour, verbatim", "verbatim", "base"),
+            ("base model, generate", "generate", "base")]
+    if (DEFAULT_ADAPTER / "adapter_config.json").is_file():
+        runs += [("fine-tuned model, generate", "generate", "finetuned"),
+                 ("fine-tuned model, full pipeline", "pipeline", "finetuned")]
+    else:
+        rows["fine-tuned"] = {"skipped": f"no adapter at {DEFAULT_ADAPTER}"}
+    for name, mode, which in runs:
+        print(f"[bitext] {name}", flush=True)
+        started = time.perf_counter()
+        rows[name] = eval_answers(kb, queries, question_col="instruction",
+                                  answer_col="response", settings=settings, generator=which,
+                                  mode=mode, limit=limit, embedder=embedder,  # type: ignore[arg-type]
+                                  progress=True)
+        rows[name]["seconds"] = round(time.perf_counter() - started, 1)
+        print(json.dumps({k: v for k, v in rows[name].items() if k != "examples"}), flush=True)
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["# Answers: out-of-scope routing and answer quality", "",
+             f"{results['machine']}. Command: `{results['command']}`.", ""]
+    clinc_rows = results.get("clinc150")
+    if isinstance(clinc_rows, dict) and "skipped" not in clinc_rows:
+        lines += ["## CLINC150 out-of-scope (index train; calibrate val + oos_val; test test + "
+                  "oos_test)", "",
+                  "Target: `oos_fallback` ≥ 0.75 with `in_scope_answered` ≥ 0.90 (BERT with a "
+                  "threshold, Larson et al. 2019: 52% out-of-scope recall).", "",
+                  "| thresholds | answer / faq | in_scope_answered | in_scope_correct | "
+                  "oos_fallback |", "|---|---|---|---|---|"]
+        for name, r in clinc_rows.items():
+            t = r["thresholds"]
+            lines.append(f"| {name} | {t['answer']:.3f} / {t['faq']:.3f} | "
+                         f"{r['in_scope_answered']} | {r['in_scope_correct']} | "
+                         f"{r['oos_fallback']} |")
+        lines.append("")
+    elif clinc_rows:
+        lines += [f"CLINC150: {clinc_rows['skipped']}", ""]
+    bitext_rows = results.get("bitext")
+    if isinstance(bitext_rows, dict) and "skipped" not in bitext_rows:
+        lines += [f"## Bitext answers (80/20 per intent, {results['limit']} test questions, "
+                  f"max {results['max_new_tokens']} new tokens)", "",
+                  "| answers by | ROUGE-L | groundedness | routes | p50 latency (ms) | "
+                  "tokens/s |", "|---|---|---|---|---|---|"]
+        for name, r in bitext_rows.items():
+            if "skipped" in r:
+                lines.append(f"| {name} | skipped: {r['skipped']} | | | | |")
+                continue
+            routes = ", ".join(f"{k} {v:.0%}" for k, v in r["routes"].items())
+            lines.append(f"| {name} | {r['rouge_l']} | {r['groundedness']} | {routes} | "
+                         f"{r['latency_ms_p50']} | {r['tokens_per_s'] or ''} |")
+        lines += ["", "Targets: fine-tuned ROUGE-L ≥ base + 0.10 and above the verbatim "
+                  "baseline; groundedness ≥ 0.90.", ""]
+    elif bitext_rows:
+        lines += [f"Bitext: {bitext_rows['skipped']}", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--limit", type=int, default=200, help="Bitext test questions")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-clinc", action="store_true")
+    parser.add_argument("--skip-bitext", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    settings = Settings(torch_threads=args.threads, query_cache_size=50_000,  # type: ignore[call-arg]
+                        max_new_tokens=args.max_new_tokens, _env_file=None)
+    embedder = CachingEmbedder(Embedder(settings))
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch threads",
+        "command": "bench/bench_answers.py " + " ".join(sys.argv[1:]),
+        "limit": args.limit, "max_new_tokens": args.max_new_tokens,
+    }
+    out = RESULTS / "answers.json"
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if not DATASETS.is_dir():
+            results["clinc150"] = results["bitext"] = {"skipped": "../shared/datasets is absent"}
+        if not args.skip_clinc and "clinc150" not in results:
+            results["clinc150"] = clinc(settings, embedder, tmp)
+        if not args.skip_bitext and "bitext" not in results:
+            results["bitext"] = bitext(settings, embedder, tmp, args.limit)
+    # A skipped section keeps the last run's numbers (read now: another run may have finished).
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    for section, flag in (("clinc150", args.skip_clinc), ("bitext", args.skip_bitext)):
+        if flag:
+            skipped = {"skipped": "--skip-clinc" if section == "clinc150" else "--skip-bitext"}
+            results[section] = previous.get(section, skipped)
+            if section == "bitext" and "limit" in previous:
+                results["limit"], results["max_new_tokens"] = (previous["limit"],
+                                                               previous["max_new_tokens"])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "answers.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

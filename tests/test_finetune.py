@@ -1,0 +1,117 @@
+"""Fine-tuning end to end on the tiny knowledge base: supervised examples, answer-only loss,
+a few LoRA and full steps on the tiny LM (loaded back by the generator), and a few contrastive
+steps on the embedder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tiny_lm import tiny_lm_dir  # noqa: F401  (session fixture)
+
+from chatbot import prompt
+from chatbot.config import Settings
+from chatbot.embed import Embedder
+from chatbot.finetune import FinetuneConfig, finetune_generator
+from chatbot.finetune_data import Example, build_examples, encode, split_examples
+from chatbot.generate import TransformersGenerator
+from chatbot.ingest import load_knowledge_base
+from chatbot.retrieve import Retriever
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder(Settings(_env_file=None, torch_threads=1))
+
+
+def test_examples_use_sources_from_other_records(settings: Settings, embedder: Embedder) -> None:
+    documents = load_knowledge_base(settings.knowledge_base)
+    retriever = Retriever.from_documents(documents, settings, embedder)
+    examples, counts = build_examples(documents, retriever, settings, progress=False)
+    assert counts["faq_examples"] + counts.get("faq_fallback_examples", 0) == 15  # 5 FAQs x 3
+    dialogue = [e for e in examples if e.kind == "dialogue"]
+    assert len(dialogue) + counts.get("dialogue_turns_unsupported", 0) == 3
+    for example in dialogue:
+        user = example.messages[-1]["content"]
+        assert example.group not in user  # the turn's own dialogue is never a source
+        assert "Customer: " + "the zipper" not in user or example.group != "dlg-0002"
+    for example in (e for e in examples if e.kind == "faq"):
+        # An FAQ target cites its own source, or is the honest fallback when retrieval missed.
+        assert example.target == prompt.FALLBACK_TEXT or example.target.endswith("]")
+        cited = prompt.cited_numbers(example.target, prompt.MAX_SOURCES)
+        if cited:
+            assert f"[{cited[0]}] Q:" in example.messages[-1]["content"]
+    train, held = split_examples(examples, 0.3)
+    assert {e.group for e in train}.isdisjoint({e.group for e in held})
+
+
+def test_loss_covers_only_the_answer_tokens(tiny_lm_dir: Path) -> None:  # noqa: F811
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    example = Example([{"role": "user", "content": "how long is shipping?"}],
+                      "Standard shipping takes 3-5 business days.", "g", "faq")
+    ids, labels = encode(example, tokenizer, 640, 192)
+    answer = tokenizer(example.target, add_special_tokens=False)["input_ids"]
+    n_prompt = len(ids) - len(answer) - 1
+    assert labels[:n_prompt] == [-100] * n_prompt
+    assert labels[n_prompt:] == answer + [tokenizer.eos_token_id] == ids[n_prompt:]
+    # A long prompt is cut from the left; the answer is kept whole.
+    long = Example([{"role": "user", "content": "shipping " * 900}], example.target, "g", "faq")
+    ids, labels = encode(long, tokenizer, 64, 192)
+    assert len(ids) <= 64 and labels[-len(answer) - 1:] == answer + [tokenizer.eos_token_id]
+
+
+def test_lora_finetuning_trains_saves_and_loads(settings: Settings, tiny_lm_dir: Path,  # noqa: F811
+                                                embedder: Embedder, tmp_path: Path) -> None:
+    s = settings.model_copy(update={"torch_threads": 1})
+    out = tmp_path / "adapter"
+    config = FinetuneConfig(output=str(out), model=str(tiny_lm_dir), max_steps=12, batch_size=4,
+                            lr=5e-3, warmup_steps=2, eval_fraction=0.3, max_length=256)
+    metrics = finetune_generator(s, config, embedder=embedder, progress=False)
+    assert metrics["steps"] == 12 and 12 <= metrics["examples_seen"] <= 48
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]  # it learned something
+    assert metrics["examples_per_s"] > 0 and metrics["device"] == "cpu"
+    for name in ("adapter_config.json", "adapter_model.safetensors", "finetune_config.json",
+                 "metrics.json", "TRAINING.md"):
+        assert (out / name).is_file(), name
+    resolved = json.loads((out / "finetune_config.json").read_text())
+    assert resolved["base_model"] == str(tiny_lm_dir) and resolved["lora_r"] == 8
+    assert "eval_loss_after" in (out / "TRAINING.md").read_text()
+
+    base = TransformersGenerator(s, model=str(tiny_lm_dir), adapter="none")
+    tuned = TransformersGenerator(s, model=str(tiny_lm_dir), adapter=str(out))
+    messages = [{"role": "user", "content": "how long is shipping?"}]
+    tuned_text = tuned.generate(messages, max_new_tokens=8).text
+    assert tuned.name.endswith("+adapter")
+    assert tuned_text != base.generate(messages, max_new_tokens=8).text  # the adapter is merged
+
+
+def test_full_finetuning_saves_a_loadable_model(settings: Settings, tiny_lm_dir: Path,  # noqa: F811
+                                                embedder: Embedder, tmp_path: Path) -> None:
+    s = settings.model_copy(update={"torch_threads": 1})
+    out = tmp_path / "full"
+    config = FinetuneConfig(output=str(out), model=str(tiny_lm_dir), full=True, max_steps=2,
+                            batch_size=2, lr=1e-4, eval_fraction=0.3, max_length=256)
+    finetune_generator(s, config, embedder=embedder, progress=False)
+    assert (out / "config.json").is_file() and (out / "metrics.json").is_file()
+    assert TransformersGenerator(s, model=str(out), adapter="none").generate(
+        "hello", max_new_tokens=3).tokens >= 1
+
+
+def test_embedder_finetuning_reports_recall_before_and_after(settings: Settings,
+                                                             tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from chatbot.finetune_embedder import finetune_embedder
+
+    s = settings.model_copy(update={"torch_threads": 1})
+    out = tmp_path / "emb"
+    metrics = finetune_embedder(s, output=out, batch_size=4, max_steps=2, eval_fraction=0.3,
+                                progress=False)
+    assert metrics["steps"] == 2
+    assert 0.0 <= metrics["recall@1_before"] <= 1.0 and 0.0 <= metrics["recall@1_after"] <= 1.0
+    assert metrics["held_out_pairs"] > 0 and metrics["train_pairs"] >= 4
+    vector = SentenceTransformer(str(out), device="cpu").encode(["where is my order"])
+    assert vector.shape == (1, 384)
