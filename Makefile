@@ -26,10 +26,10 @@ install: $(STAMP)
 
 index: $(STAMP)
 	$(BIN)/chatbot reindex
+	$(BIN)/chatbot calibrate --if-needed >/dev/null || echo "calibration skipped: default thresholds"
 
-run: $(STAMP)
+run: $(STAMP) index
 	$(BIN)/chatbot db upgrade
-	$(BIN)/chatbot reindex
 	$(BIN)/chatbot serve
 
 # Debian's chromium for the browser tests; skipped (tests then skip with a message) where

@@ -202,6 +202,9 @@ def calibrate(
         None, "--out-of-scope", help="Off-topic questions, one per line "
         "(default: out_of_scope.txt in the knowledge base)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print, do not store."),
+    if_needed: bool = typer.Option(
+        False, "--if-needed", help="Do nothing when the active index version was already "
+        "calibrated for CHATBOT_TARGET_PRECISION (used by `make run`)."),
 ) -> None:
     """Pick routing thresholds for CHATBOT_TARGET_PRECISION and store them with the index."""
     from chatbot.calibrate import calibrate as run_calibrate
@@ -209,12 +212,28 @@ def calibrate(
 
     settings = _settings()
     try:
+        if if_needed and _calibrated(settings):
+            typer.echo("thresholds already calibrated for this index version")
+            return
         thresholds, report = run_calibrate(settings, out_of_scope=out_of_scope)
         if not dry_run:
             report["stored_in"] = str(write_thresholds(settings, thresholds.to_json()))
     except ChatbotError as error:
         _fail(error)
     typer.echo(json.dumps(report, indent=2))
+
+
+def _calibrated(settings: Settings) -> bool:
+    """The active version holds thresholds calibrated on it, for the configured precision."""
+    from chatbot.index import active_path
+
+    manifest = json.loads((active_path(settings) / "manifest.json").read_text())
+    thresholds = manifest.get("thresholds") or {}
+    target = (thresholds.get("metrics") or {}).get("target_precision")
+    return (
+        bool(thresholds) and "calibrated_on_version" not in thresholds
+        and target == settings.target_precision
+    )
 
 
 @app.command("eval-routing")

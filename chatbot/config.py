@@ -121,8 +121,15 @@ class Settings(BaseSettings):
     )
 
     # --- routing -----------------------------------------------------------------------------
+    # 0.85 from data: on the demo knowledge base 0.95 answered 16% of held-out paraphrases
+    # and 0.9 answered 24%, while 0.85 answers 55% and still declines 98% of off-topic
+    # questions; on CLINC150 0.85 is the value that answers >= 90% in scope (bench/results).
+    # The verbatim FAQ path is held to a stricter target (half the error rate), and
+    # generated answers also pass the support gate.
     target_precision: float = Field(
-        0.95, gt=0.0, le=1.0, description="Precision `chatbot calibrate` aims for."
+        0.85, gt=0.0, le=1.0,
+        description="Class-balanced precision `chatbot calibrate` aims for when answering "
+        "(the verbatim FAQ path uses half the error rate).",
     )
     handoff_after_fallbacks: int = Field(
         2, ge=1, description="Consecutive fallbacks after which the bot offers a human."

@@ -118,15 +118,17 @@ class Retriever:
         return self._state().documents
 
     # --- search ---------------------------------------------------------------------------------
-    def query_vector(self, query: str, history: Sequence[Turn] = ()) -> np.ndarray:
-        vector = self.embedder.encode_query(query)
+    def query_vectors(self, query: str, history: Sequence[Turn] = ()) -> list[np.ndarray]:
+        """The query alone, plus the query blended with the recent customer turns if any."""
+        vector = np.asarray(self.embedder.encode_query(query), dtype=np.float32)
         recent = [t.text for t in history if t.role == "customer"][-self.settings.history_turns :]
-        if recent and self.settings.history_turns and self.settings.history_weight > 0:
-            context = np.mean([self.embedder.encode_query(t) for t in recent], axis=0)
-            weight = self.settings.history_weight
-            vector = (1.0 - weight) * vector + weight * context
-            vector = vector / (np.linalg.norm(vector) or 1.0)
-        return np.asarray(vector, dtype=np.float32)
+        if not (recent and self.settings.history_turns and self.settings.history_weight > 0):
+            return [vector]
+        context = np.mean([self.embedder.encode_query(t) for t in recent], axis=0)
+        weight = self.settings.history_weight
+        blended = (1.0 - weight) * vector + weight * context
+        blended = blended / (np.linalg.norm(blended) or 1.0)
+        return [vector, np.asarray(blended, dtype=np.float32)]
 
     def search(
         self,
@@ -142,10 +144,15 @@ class Retriever:
         n_docs = len(data.documents)
         candidates = min(max(self.settings.candidates, k), n_docs)
 
+        # Dense: a document's score is the best cosine over its phrasings and over the query
+        # vectors. With history, both the question alone and the blend count: the blend finds
+        # follow-ups ("and to Canada?"), the question alone keeps a topic change as confident
+        # as it would be in a new conversation.
         dense: dict[int, float] = {}
         matched: dict[int, int] = {}
-        vector = self.query_vector(query, history) if mode != "keyword" else None
-        if vector is not None:
+        vectors = self.query_vectors(query, history) if mode != "keyword" else []
+        for vector in vectors:
+            found: dict[int, tuple[float, int]] = {}
             # Several phrasings per document: over-fetch phrasings, keep the best per document.
             fetch = min(len(data.phrase_doc), candidates * 4)
             scores, rows = data.faiss_index.search(vector[None, :], fetch)
@@ -153,10 +160,13 @@ class Retriever:
                 if row < 0:
                     continue
                 doc = int(data.phrase_doc[row])
-                if doc not in dense:
-                    dense[doc], matched[doc] = float(score), int(row)
-                if len(dense) >= candidates:
+                if doc not in found:
+                    found[doc] = (float(score), int(row))
+                if len(found) >= candidates:
                     break
+            for doc, (score, row) in found.items():
+                if score > dense.get(doc, -2.0):
+                    dense[doc], matched[doc] = score, row
 
         keyword: dict[int, float] = {}
         if mode != "dense":
@@ -169,9 +179,9 @@ class Retriever:
         dense_rank = _ranks(dense)
         keyword_rank = _ranks(keyword)
         pool = set(dense) | set(keyword)
-        if vector is not None:
+        if vectors:
             for doc in pool - set(dense):  # keyword-only hits still get their true cosine
-                dense[doc], matched[doc] = self._best_phrasing(data, doc, vector)
+                dense[doc], matched[doc] = max(self._best_phrasing(data, doc, v) for v in vectors)
 
         fused = self._fuse(pool, dense, keyword, dense_rank, keyword_rank, mode)
         order = sorted(pool, key=lambda d: (-fused[d], d))[:k]

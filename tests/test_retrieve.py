@@ -109,3 +109,11 @@ def test_index_built_with_another_model_is_refused(settings: Settings, embedder:
     other = Embedder(settings.model_copy(update={"embedding_model": "some/other-model"}))
     with pytest.raises(IndexNotReadyError, match="settings say some/other-model: run `chatbot reindex --full`"):
         Retriever(settings, other).search("hello")
+
+
+def test_a_topic_change_is_as_confident_as_the_question_alone(retriever: Retriever) -> None:
+    history = [Turn("customer", "the zipper on my tent broke"), Turn("agent", "Sorry!")]
+    alone = retriever.search("can I pay with paypal")[0]
+    after = retriever.search("can I pay with paypal", history=history)[0]
+    assert after.document.record_id == alone.document.record_id == "pay-001"
+    assert after.dense_score == pytest.approx(alone.dense_score)
