@@ -192,7 +192,8 @@ class RawClient:
         head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+        fields = (line.partition(":") for line in lines[1:] if line)
+        headers = {k.strip().lower(): v.strip() for k, _, v in fields}
         body = await self._reader.readexactly(int(headers.get("content-length", "0")))
         if headers.get("connection", "").lower() == "close":
             await self.aclose()

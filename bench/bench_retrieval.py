@@ -97,8 +97,15 @@ def quality(settings: Settings, embedder: Embedder, tmp: Path, quick: bool) -> d
             queries = write_csv(tmp / f"{name}_quick.csv", [(r.text, r.label) for r in rows])
         print(f"[quality] {name}", flush=True)
         out[name] = eval_retrieval(
-            kb, queries, text_col="text", label_col="label", settings=settings, k=5,
-            modes=modes, embedder=embedder, progress=True,
+            kb,
+            queries,
+            text_col="text",
+            label_col="label",
+            settings=settings,
+            k=5,
+            modes=modes,
+            embedder=embedder,
+            progress=True,
         )
         print(json.dumps(out[name]), flush=True)
     return out
@@ -111,8 +118,13 @@ def fusion_sweep(settings: Settings, embedder: Embedder, tmp: Path, quick: bool)
     queries = read_labelled_csv(val, "text", "label")[: 300 if quick else None]
     retriever = Retriever.from_documents(documents, settings, embedder)
     rows = {}
-    for fusion, weight in [("rrf", None), ("weighted", 0.6), ("weighted", 0.7),
-                           ("weighted", 0.8), ("weighted", 0.9)]:
+    for fusion, weight in [
+        ("rrf", None),
+        ("weighted", 0.6),
+        ("weighted", 0.7),
+        ("weighted", 0.8),
+        ("weighted", 0.9),
+    ]:
         update: dict[str, Any] = {"fusion": fusion}
         if weight is not None:
             update["dense_weight"] = weight
@@ -197,8 +209,11 @@ def ann(embedder: Embedder, n: int = 100_000) -> dict[str, Any]:
     exact = faiss.IndexFlatIP(vectors.shape[1])
     exact.add(vectors)
     _, truth = exact.search(queries, 10)
-    results: dict[str, Any] = {"vectors": len(vectors), "real_vectors": int(min(len(base), n)),
-                               "queries": len(queries)}
+    results: dict[str, Any] = {
+        "vectors": len(vectors),
+        "real_vectors": int(min(len(base), n)),
+        "queries": len(queries),
+    }
 
     def timed(index: Any) -> tuple[float, np.ndarray]:
         times, found = [], []
@@ -222,7 +237,10 @@ def ann(embedder: Embedder, n: int = 100_000) -> dict[str, Any]:
         hnsw.hnsw.efSearch = ef
         p50, found = timed(hnsw)
         recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
-        results[f"hnsw_M32_ef{ef}"] = {"p50_ms": round(p50, 3), "recall@10": round(float(recall), 4)}
+        results[f"hnsw_M32_ef{ef}"] = {
+            "p50_ms": round(p50, 3),
+            "recall@10": round(float(recall), 4),
+        }
     return results
 
 
@@ -235,68 +253,106 @@ def reindex_speed(settings: Settings, embedder: Embedder, tmp: Path) -> dict[str
     started = time.perf_counter()
     build_index_data(documents, embedder, settings, progress=True)
     seconds = time.perf_counter() - started
-    out["bitext_full_build"] = {"documents": len(documents), "seconds": round(seconds, 2),
-                                "documents_per_s": round(len(documents) / seconds, 1)}
-    demo = settings.model_copy(update={"var_dir": tmp / "var", "knowledge_base": ROOT / "knowledge_base"})
+    out["bitext_full_build"] = {
+        "documents": len(documents),
+        "seconds": round(seconds, 2),
+        "documents_per_s": round(len(documents) / seconds, 1),
+    }
+    demo = settings.model_copy(
+        update={"var_dir": tmp / "var", "knowledge_base": ROOT / "knowledge_base"}
+    )
     full = reindex(demo, full=True, progress=False, embedder=embedder)
-    out["demo_full_reindex"] = {"documents": full.documents, "phrasings": full.embedded,
-                                "seconds": round(full.seconds, 2),
-                                "documents_per_s": round(full.documents / full.seconds, 1)}
+    out["demo_full_reindex"] = {
+        "documents": full.documents,
+        "phrasings": full.embedded,
+        "seconds": round(full.seconds, 2),
+        "documents_per_s": round(full.documents / full.seconds, 1),
+    }
     again = reindex(demo, progress=False, embedder=embedder)
     out["demo_incremental_nothing_changed_s"] = round(again.seconds, 3)
-    env = {**os.environ, "CHATBOT_VAR_DIR": str(tmp / "var"),
-           "CHATBOT_KNOWLEDGE_BASE": str(ROOT / "knowledge_base")}
+    env = {
+        **os.environ,
+        "CHATBOT_VAR_DIR": str(tmp / "var"),
+        "CHATBOT_KNOWLEDGE_BASE": str(ROOT / "knowledge_base"),
+    }
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "chatbot", "reindex"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "chatbot", "reindex"], env=env, check=True, capture_output=True
+    )
     out["demo_incremental_cli_wall_s"] = round(time.perf_counter() - started, 2)
     return out
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = ["# Retrieval benchmark", "",
-             f"Machine: {results['machine']}. Command: `{results['command']}`.", ""]
+    lines = [
+        "# Retrieval benchmark",
+        "",
+        f"Machine: {results['machine']}. Command: `{results['command']}`.",
+        "",
+    ]
     if "quality" in results:
-        lines += ["## Quality (recall by label; k=5)", "",
-                  "| dataset | mode | n | recall@1 | recall@5 | MRR | p50 ms | p95 ms |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Quality (recall by label; k=5)",
+            "",
+            "| dataset | mode | n | recall@1 | recall@5 | MRR | p50 ms | p95 ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for name, block in results["quality"].items():
             for mode, r in block["modes"].items():
-                lines.append(f"| {name} | {mode} | {r['n']} | {r['recall@1']} | {r['recall@5']} | "
-                             f"{r['mrr']} | {r['p50_ms']} | {r['p95_ms']} |")
+                lines.append(
+                    f"| {name} | {mode} | {r['n']} | {r['recall@1']} | {r['recall@5']} | "
+                    f"{r['mrr']} | {r['p50_ms']} | {r['p95_ms']} |"
+                )
         lines.append("")
     if "fusion_sweep_clinc_val" in results:
-        lines += ["## Fusion tuned on CLINC150 validation", "", "| fusion | recall@1 | MRR |",
-                  "|---|---|---|"]
+        lines += [
+            "## Fusion tuned on CLINC150 validation",
+            "",
+            "| fusion | recall@1 | MRR |",
+            "|---|---|---|",
+        ]
         for label, r in results["fusion_sweep_clinc_val"].items():
             lines.append(f"| {label} | {r['recall@1']} | {r['mrr']} |")
         lines.append("")
     if "latency_10k" in results:
         r = results["latency_10k"]
-        lines += ["## Query latency, 10k documents (embed + search + fuse, cache off)", "",
-                  f"p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms (embedding alone p50 "
-                  f"{r['embed_p50_ms']} ms) over {r['queries']} queries.", ""]
+        lines += [
+            "## Query latency, 10k documents (embed + search + fuse, cache off)",
+            "",
+            f"p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms (embedding alone p50 "
+            f"{r['embed_p50_ms']} ms) over {r['queries']} queries.",
+            "",
+        ]
     if "ann" in results:
         r = results["ann"]
-        lines += [f"## FAISS alone at {r['vectors']} vectors ({r['real_vectors']} real MiniLM "
-                  "vectors, the rest mixtures of two real ones), one query at a time, 1 thread", "",
-                  "| index | p50 ms | recall@10 vs exact |", "|---|---|---|",
-                  f"| exact IndexFlatIP | {r['exact']['p50_ms']} | 1.0 |"]
+        lines += [
+            f"## FAISS alone at {r['vectors']} vectors ({r['real_vectors']} real MiniLM "
+            "vectors, the rest mixtures of two real ones), one query at a time, 1 thread",
+            "",
+            "| index | p50 ms | recall@10 vs exact |",
+            "|---|---|---|",
+            f"| exact IndexFlatIP | {r['exact']['p50_ms']} | 1.0 |",
+        ]
         for key, v in r.items():
             if key.startswith("hnsw_M"):
                 lines.append(f"| {key} | {v['p50_ms']} | {v['recall@10']} |")
         lines += ["", f"HNSW build: {r['hnsw_build_s']} s.", ""]
     if "reindex" in results:
         r = results["reindex"]
-        lines += ["## Re-index", "",
-                  f"- Full build, Bitext ({r['bitext_full_build']['documents']} documents): "
-                  f"{r['bitext_full_build']['documents_per_s']} documents/s.",
-                  f"- Full re-index of the demo knowledge base ({r['demo_full_reindex']['documents']} "
-                  f"documents, {r['demo_full_reindex']['phrasings']} phrasings): "
-                  f"{r['demo_full_reindex']['seconds']} s, {r['demo_full_reindex']['documents_per_s']} documents/s.",
-                  f"- Incremental re-index, nothing changed: {r['demo_incremental_nothing_changed_s']} s "
-                  f"in process; `chatbot reindex` wall time including Python start-up: "
-                  f"{r['demo_incremental_cli_wall_s']} s.", ""]
+        lines += [
+            "## Re-index",
+            "",
+            f"- Full build, Bitext ({r['bitext_full_build']['documents']} documents): "
+            f"{r['bitext_full_build']['documents_per_s']} documents/s.",
+            f"- Full re-index of the demo knowledge base ({r['demo_full_reindex']['documents']} "
+            f"documents, {r['demo_full_reindex']['phrasings']} phrasings): "
+            f"{r['demo_full_reindex']['seconds']} s, "
+            f"{r['demo_full_reindex']['documents_per_s']} documents/s.",
+            f"- Incremental re-index, nothing changed: {r['demo_incremental_nothing_changed_s']} s "
+            f"in process; `chatbot reindex` wall time including Python start-up: "
+            f"{r['demo_incremental_cli_wall_s']} s.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -315,8 +371,11 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {THREADS} torch threads",
         "command": "make bench (bench/bench_retrieval.py" + (" --quick)" if args.quick else ")"),
-        "settings": {"fusion": settings.fusion, "dense_weight": settings.dense_weight,
-                     "candidates": settings.candidates},
+        "settings": {
+            "fusion": settings.fusion,
+            "dense_weight": settings.dense_weight,
+            "candidates": settings.candidates,
+        },
     }
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

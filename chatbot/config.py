@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     # --- retrieval ---------------------------------------------------------------------------
     top_k: int = Field(5, ge=1, le=50, description="Hits returned by retrieval.")
     candidates: int = Field(
-        50, ge=1, description="Candidates taken from each of dense and keyword search before fusion."
+        50,
+        ge=1,
+        description="Candidates taken from each of dense and keyword search before fusion.",
     )
     fusion: Literal["rrf", "weighted"] = Field(
         "weighted",

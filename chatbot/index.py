@@ -91,6 +91,7 @@ def build_faiss(vectors: np.ndarray, settings: Settings) -> tuple[Any, str]:
     import faiss
 
     dimension = vectors.shape[1]
+    index: Any
     if len(vectors) > settings.ann_threshold:
         index = faiss.IndexHNSWFlat(dimension, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = settings.hnsw_ef_construction

@@ -84,7 +84,7 @@ class Hit:
     matched: str = ""
 
 
-class Route(str, Enum):
+class Route(str, Enum):  # noqa: UP042 - StrEnum would change str() of members, used in logs
     """How a reply was produced."""
 
     FAQ = "faq"  # an approved FAQ answer, verbatim

@@ -48,8 +48,22 @@ def test_eval_retrieval_prints_the_promised_json(env: Settings, tmp_path: Path) 
     csv = tmp_path / "d.csv"
     csv.write_text("text,label\nwill it rain,weather\nset an alarm,alarm\nis it sunny,weather\n")
     out = tmp_path / "out.json"
-    result = runner.invoke(app, ["eval-retrieval", "--kb", str(csv), "--queries", str(csv),
-                                 "--text-col", "text", "--label-col", "label", "--json", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "eval-retrieval",
+            "--kb",
+            str(csv),
+            "--queries",
+            str(csv),
+            "--text-col",
+            "text",
+            "--label-col",
+            "label",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert {"n", "recall@1", "recall@5", "mrr", "p50_ms", "p95_ms"} <= set(data)
@@ -61,8 +75,10 @@ def test_calibrate_if_needed_knows_when_thresholds_are_current(
 ) -> None:
     reindex(settings, progress=False, embedder=embedder)
     assert not _calibrated(settings)
-    write_thresholds(settings, {"answer": 0.7, "faq": 0.8,
-                                "metrics": {"target_precision": settings.target_precision}})
+    write_thresholds(
+        settings,
+        {"answer": 0.7, "faq": 0.8, "metrics": {"target_precision": settings.target_precision}},
+    )
     assert _calibrated(settings)
     other = settings.model_copy(update={"target_precision": 0.99})
     assert not _calibrated(other)

@@ -38,9 +38,13 @@ def test_admin_token_has_no_usable_default_outside_dev() -> None:
     assert Settings(_env_file=None).resolved_admin_token == DEV_ADMIN_TOKEN  # type: ignore[call-arg]
     with pytest.raises(ConfigError, match="CHATBOT_ADMIN_TOKEN must be set"):
         _ = Settings(env="prod", _env_file=None).resolved_admin_token  # type: ignore[call-arg]
-    assert Settings(env="prod", admin_token="s3cret", _env_file=None).resolved_admin_token == "s3cret"  # type: ignore[call-arg]
+    assert (
+        Settings(env="prod", admin_token="s3cret", _env_file=None).resolved_admin_token == "s3cret"
+    )  # type: ignore[call-arg]
 
 
 def test_secrets_are_masked_in_config_show() -> None:
-    rows = dict((n, v) for n, v, _ in describe_settings(Settings(admin_token="s3cret", _env_file=None)))  # type: ignore[call-arg]
+    rows = dict(
+        (n, v) for n, v, _ in describe_settings(Settings(admin_token="s3cret", _env_file=None))
+    )  # type: ignore[call-arg]
     assert rows["CHATBOT_ADMIN_TOKEN"] == "***"

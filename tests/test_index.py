@@ -11,7 +11,13 @@ import pytest
 from chatbot.config import Settings
 from chatbot.embed import Embedder
 from chatbot.errors import IngestError
-from chatbot.index import active_version, build_index_data, load_index_data, reindex, write_thresholds
+from chatbot.index import (
+    active_version,
+    build_index_data,
+    load_index_data,
+    reindex,
+    write_thresholds,
+)
 from chatbot.ingest import load_knowledge_base
 
 
@@ -63,8 +69,14 @@ def test_incremental_reindex_embeds_only_changed_phrasings(
     first = reindex(settings, progress=False, embedder=embedder)
     faq = settings.knowledge_base / "faq.csv"
     text = faq.read_text().replace("3-5 business days.", "2-4 business days.")
-    text = text.replace("acc-001,account,How do I reset my password?", "acc-002,account,How do I delete my account?")
-    faq.write_text(text + "new-001,orders,Can I change my order?,Within 1 hour of ordering.,edit order | modify my order\n")
+    text = text.replace(
+        "acc-001,account,How do I reset my password?", "acc-002,account,How do I delete my account?"
+    )
+    faq.write_text(
+        text
+        + "new-001,orders,Can I change my order?,Within 1 hour of ordering.,"
+        + "edit order | modify my order\n"
+    )
     counting = CountingEmbedder(embedder)
     report = reindex(settings, progress=False, embedder=counting)
     assert report.rebuilt and report.version != first.version
@@ -126,7 +138,9 @@ def test_thresholds_are_stored_with_the_index_and_carried_over(
 ) -> None:
     first = reindex(settings, progress=False, embedder=embedder)
     write_thresholds(settings, {"answer": 0.6, "faq": 0.8})
-    manifest = json.loads((settings.resolved_index_dir / first.version / "manifest.json").read_text())
+    manifest = json.loads(
+        (settings.resolved_index_dir / first.version / "manifest.json").read_text()
+    )
     assert manifest["thresholds"] == {"answer": 0.6, "faq": 0.8}
     (settings.knowledge_base / "faq.csv").write_text(
         (settings.knowledge_base / "faq.csv").read_text() + "z-1,misc,New?,Yes.,a | b\n"
@@ -148,11 +162,18 @@ def test_old_versions_are_pruned(settings: Settings, embedder: Embedder) -> None
     assert active_version(keep) in {p.name for p in versions}
 
 
-def test_index_dir_layout_is_what_the_readme_documents(settings: Settings, embedder: Embedder) -> None:
+def test_index_dir_layout_is_what_the_readme_documents(
+    settings: Settings, embedder: Embedder
+) -> None:
     report = reindex(settings, progress=False, embedder=embedder)
     files = {p.name for p in (settings.resolved_index_dir / report.version).iterdir()}
     assert files == {
-        "manifest.json", "documents.jsonl", "vectors.npy", "phrase_doc.npy",
-        "phrase_keys.json", "faiss.index", "bm25",
+        "manifest.json",
+        "documents.jsonl",
+        "vectors.npy",
+        "phrase_doc.npy",
+        "phrase_keys.json",
+        "faiss.index",
+        "bm25",
     }
     assert Path(settings.resolved_index_dir / "ACTIVE").read_text() == report.version

@@ -51,13 +51,25 @@ def test_ids_are_content_hashes_and_reloading_is_idempotent(tiny_kb: Path) -> No
 
 
 def test_jsonl_and_markdown_faqs(tmp_path: Path) -> None:
-    write(tmp_path / "extra.jsonl", json.dumps(
-        {"id": "x-1", "question": "Q one?", "answer": "A one.", "alternatives": ["q1", "first q"]}
-    ) + "\n")
-    write(tmp_path / "faq" / "tiers.md", (
-        "---\nid: loy-1\ncategory: loyalty\nquestion: What are the tiers?\n"
-        "alternatives:\n  - which levels exist\n---\nThere are **three** tiers.\n"
-    ))
+    write(
+        tmp_path / "extra.jsonl",
+        json.dumps(
+            {
+                "id": "x-1",
+                "question": "Q one?",
+                "answer": "A one.",
+                "alternatives": ["q1", "first q"],
+            }
+        )
+        + "\n",
+    )
+    write(
+        tmp_path / "faq" / "tiers.md",
+        (
+            "---\nid: loy-1\ncategory: loyalty\nquestion: What are the tiers?\n"
+            "alternatives:\n  - which levels exist\n---\nThere are **three** tiers.\n"
+        ),
+    )
     docs = {d.record_id: d for d in load_knowledge_base(tmp_path)}
     assert docs["x-1"].alternatives == ("q1", "first q")
     assert docs["loy-1"].answer == "There are **three** tiers."
@@ -66,17 +78,29 @@ def test_jsonl_and_markdown_faqs(tmp_path: Path) -> None:
 
 
 def test_bitext_layout_imports_through_a_column_mapping(tmp_path: Path) -> None:
-    csv_path = write(tmp_path / "bitext.csv", (
-        "flags,instruction,category,intent,response\n"
-        "B,how do i cancel my order,ORDER,cancel_order,Go to Orders and click Cancel.\n"
-    ))
-    write(tmp_path / "bitext.columns.json", json.dumps(
-        {"question": "instruction", "answer": "response", "category": "intent",
-         "ignore": ["flags", "category"]}
-    ))
+    csv_path = write(
+        tmp_path / "bitext.csv",
+        (
+            "flags,instruction,category,intent,response\n"
+            "B,how do i cancel my order,ORDER,cancel_order,Go to Orders and click Cancel.\n"
+        ),
+    )
+    write(
+        tmp_path / "bitext.columns.json",
+        json.dumps(
+            {
+                "question": "instruction",
+                "answer": "response",
+                "category": "intent",
+                "ignore": ["flags", "category"],
+            }
+        ),
+    )
     [doc] = load_file(csv_path)
     assert (doc.question, doc.answer, doc.category) == (
-        "how do i cancel my order", "Go to Orders and click Cancel.", "cancel_order"
+        "how do i cancel my order",
+        "Go to Orders and click Cancel.",
+        "cancel_order",
     )
     mapping = ColumnMap(columns={"question": "instruction", "answer": "response"})
     with pytest.raises(IngestError, match=r"unknown column\(s\) \['flags', 'category', 'intent'\]"):

@@ -55,7 +55,9 @@ def test_keyword_only_mode_and_dense_only_mode(retriever: Retriever) -> None:
     assert dense[0].score == dense[0].dense_score
 
 
-def test_a_keyword_only_hit_still_gets_its_true_cosine(settings: Settings, embedder: Embedder) -> None:
+def test_a_keyword_only_hit_still_gets_its_true_cosine(
+    settings: Settings, embedder: Embedder
+) -> None:
     retriever = Retriever.from_documents(
         load_knowledge_base(settings.knowledge_base),
         settings.model_copy(update={"candidates": 1}),
@@ -90,14 +92,19 @@ def test_reload_follows_a_new_active_version(
     old = retriever.index_version
     assert retriever.search("gift wrapping")[0].document.record_id != "gift-001"
     faq = settings.knowledge_base / "faq.csv"
-    faq.write_text(faq.read_text() + "gift-001,orders,Do you offer gift wrapping?,Yes for $5.,wrap a present | gift wrap\n")
+    faq.write_text(
+        faq.read_text()
+        + "gift-001,orders,Do you offer gift wrapping?,Yes for $5.,wrap a present | gift wrap\n"
+    )
     new = reindex(settings, progress=False, embedder=embedder)
     retriever.reload()
     assert retriever.index_version == new.version != old
     assert retriever.search("gift wrapping")[0].document.record_id == "gift-001"
 
 
-def test_missing_index_is_not_ready_with_a_clear_message(settings: Settings, embedder: Embedder) -> None:
+def test_missing_index_is_not_ready_with_a_clear_message(
+    settings: Settings, embedder: Embedder
+) -> None:
     retriever = Retriever(settings, embedder)
     assert not retriever.ready()
     with pytest.raises(IndexNotReadyError, match="run `chatbot reindex`"):
@@ -107,7 +114,9 @@ def test_missing_index_is_not_ready_with_a_clear_message(settings: Settings, emb
 def test_index_built_with_another_model_is_refused(settings: Settings, embedder: Embedder) -> None:
     reindex(settings, progress=False, embedder=embedder)
     other = Embedder(settings.model_copy(update={"embedding_model": "some/other-model"}))
-    with pytest.raises(IndexNotReadyError, match="settings say some/other-model: run `chatbot reindex --full`"):
+    with pytest.raises(
+        IndexNotReadyError, match="settings say some/other-model: run `chatbot reindex --full`"
+    ):
         Retriever(settings, other).search("hello")
 
 
