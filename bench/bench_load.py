@@ -46,7 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "tests"))  # the stand-in pipeline lives with the tests
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-SERVER_THREADS = 1  # torch threads in the server: concurrency comes from requests, not ops
+SERVER_THREADS = 1
+
+from chatbot.reports import percentile  # noqa: E402  (after the offline environment is set)  # torch threads in the server: concurrency comes from requests, not ops
 
 
 # --- server side (runs in a child process) -----------------------------------------------------
@@ -91,16 +93,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 async def wait_until_up(base: str, process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -133,11 +133,7 @@ def eval_retrieval_command(
         )
     except ChatbotError as error:
         _fail(error)
-    text = json.dumps(result, indent=2)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n")
-    typer.echo(text)
+    _print_json(result, json_out)
 
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import csv
 import re
 import statistics
 import time
@@ -27,7 +26,8 @@ from tqdm import tqdm
 from chatbot import prompt
 from chatbot.calibrate import pick_thresholds, route_metrics
 from chatbot.config import Settings
-from chatbot.errors import ConfigError, IngestError
+from chatbot.errors import ConfigError
+from chatbot.evaluate import read_columns
 from chatbot.policy import DEFAULT_THRESHOLDS, Thresholds, support_check
 from chatbot.types import Document, Hit, Route
 
@@ -35,34 +35,6 @@ Mode = Literal["pipeline", "generate", "verbatim"]
 
 
 # --- reading CSVs ---------------------------------------------------------------------------------
-
-
-def read_columns(path: Path, columns: Sequence[str]) -> list[tuple[str, ...]]:
-    """The given columns of every row; names the file and line of an empty cell."""
-    try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except OSError as error:
-        raise IngestError(str(path), None, f"cannot open: {error.strerror}") from error
-    with handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        for column in columns:
-            if column not in header:
-                raise IngestError(str(path), 1, f"no column '{column}'",
-                                  f"columns are {', '.join(header)}")
-        rows = []
-        try:
-            for row in reader:
-                values = tuple((row.get(c) or "").strip() for c in columns)
-                if not all(values):
-                    raise IngestError(str(path), reader.line_num,
-                                      f"empty value in {', '.join(columns)}")
-                rows.append(values)
-        except UnicodeDecodeError as error:
-            raise IngestError(str(path), reader.line_num, "not valid UTF-8") from error
-    if not rows:
-        raise IngestError(str(path), None, "no rows")
-    return rows
 
 
 def documents_from_pairs(rows: Sequence[tuple[str, str]],

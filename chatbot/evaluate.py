@@ -30,38 +30,40 @@ class LabelledText:
     answer: str = ""
 
 
-def read_labelled_csv(
-    path: Path, text_col: str, label_col: str, answer_col: str | None = None
-) -> list[LabelledText]:
-    """Rows of a CSV as (text, label[, answer]); names the file and line of a bad row."""
+def read_columns(path: Path, columns: Sequence[str]) -> list[tuple[str, ...]]:
+    """The given columns of every row; names the file and line of an empty cell."""
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as error:
         raise IngestError(str(path), None, f"cannot open: {error.strerror}") from error
     with handle:
         reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        for needed in (text_col, label_col, answer_col):
-            if needed and needed not in columns:
-                raise IngestError(
-                    str(path), 1, f"no column '{needed}'", f"columns are {', '.join(columns)}"
-                )
+        header = reader.fieldnames or []
+        for column in columns:
+            if column not in header:
+                raise IngestError(str(path), 1, f"no column '{column}'",
+                                  f"columns are {', '.join(header)}")
         rows = []
         try:
             for row in reader:
-                text = (row.get(text_col) or "").strip()
-                label = (row.get(label_col) or "").strip()
-                if not text or not label:
-                    raise IngestError(
-                        str(path), reader.line_num, f"empty '{text_col}' or '{label_col}'"
-                    )
-                answer = (row.get(answer_col) or "").strip() if answer_col else ""
-                rows.append(LabelledText(text, label, answer))
+                values = tuple((row.get(c) or "").strip() for c in columns)
+                if not all(values):
+                    raise IngestError(str(path), reader.line_num,
+                                      f"empty value in {', '.join(columns)}")
+                rows.append(values)
         except UnicodeDecodeError as error:
             raise IngestError(str(path), reader.line_num, "not valid UTF-8") from error
     if not rows:
         raise IngestError(str(path), None, "no rows")
     return rows
+
+
+def read_labelled_csv(
+    path: Path, text_col: str, label_col: str, answer_col: str | None = None
+) -> list[LabelledText]:
+    """Rows of a CSV as (text, label[, answer]); names the file and line of a bad row."""
+    columns = (text_col, label_col, *((answer_col,) if answer_col else ()))
+    return [LabelledText(*values) for values in read_columns(path, columns)]
 
 
 def documents_from_rows(rows: Sequence[LabelledText]) -> list[Document]:

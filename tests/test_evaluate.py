@@ -92,7 +92,7 @@ def test_missing_column_names_the_file_and_the_columns(
 
 def test_empty_label_names_the_line(tmp_path: Path, settings: Settings, embedder: Embedder) -> None:
     kb = write_csv(tmp_path / "train.csv", [*TRAIN, ("orphan row", "")])
-    with pytest.raises(IngestError, match=r"train.csv:8: empty 'utterance' or 'topic'"):
+    with pytest.raises(IngestError, match=r"train.csv:8: empty value in utterance, topic"):
         eval_retrieval(
             kb, kb, text_col="utterance", label_col="topic", settings=settings, embedder=embedder
         )
