@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW efConstruction.")
     hnsw_ef_search: int = Field(64, ge=8, description="HNSW efSearch (recall/speed trade-off).")
     keep_index_versions: int = Field(3, ge=1, description="Old index versions kept on disk.")
+    index_reload_interval_s: float = Field(
+        10.0,
+        ge=0.0,
+        description="How often a running server checks for a new active index version (a "
+        "re-index by another replica or the CLI) and switches to it; 0 disables the check.",
+    )
 
     # --- retrieval ---------------------------------------------------------------------------
     top_k: int = Field(5, ge=1, le=50, description="Hits returned by retrieval.")

@@ -49,6 +49,7 @@ class Retriever:
         self._lock = threading.Lock()
         self._stemmer = _stemmer()
         self._static = False  # True for in-memory indexes that never reload from disk
+        self._checked_at = 0.0  # monotonic time of the last look at the ACTIVE pointer
 
     @classmethod
     def from_documents(
@@ -71,6 +72,15 @@ class Retriever:
     # --- lifecycle ------------------------------------------------------------------------------
     def _state(self) -> IndexData:
         data = self._data
+        interval = self.settings.index_reload_interval_s
+        if data is not None and interval and not self._static:
+            # Replicas share the index directory: follow a version published elsewhere.
+            now = time.monotonic()
+            if now - self._checked_at >= interval:
+                self._checked_at = now
+                if active_version(self.settings) not in (None, data.version):
+                    self.reload()
+                    data = self._data
         if data is None:
             self.reload()
             data = self._data

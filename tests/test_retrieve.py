@@ -3,6 +3,8 @@ and index versions, and refuses an index built with another model."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from chatbot.config import Settings
@@ -126,3 +128,18 @@ def test_a_topic_change_is_as_confident_as_the_question_alone(retriever: Retriev
     after = retriever.search("can I pay with paypal", history=history)[0]
     assert after.document.record_id == alone.document.record_id == "pay-001"
     assert after.dense_score == pytest.approx(alone.dense_score)
+
+
+def test_a_version_published_elsewhere_is_picked_up_without_reload(
+    settings: Settings, embedder: Embedder
+) -> None:
+    reindex(settings, progress=False, embedder=embedder)
+    replica = Retriever(settings.model_copy(update={"index_reload_interval_s": 0.01}), embedder)
+    first = replica.search("gift wrapping")[0]
+    assert first.document.record_id != "gift-001"
+    faq = settings.knowledge_base / "faq.csv"
+    faq.write_text(faq.read_text() + "gift-001,orders,Do you gift wrap?,Yes for $5.,gift wrap\n")
+    published = reindex(settings, progress=False, embedder=embedder)  # another process, say
+    time.sleep(0.02)
+    assert replica.search("gift wrapping")[0].document.record_id == "gift-001"
+    assert replica.index_version == published.version
