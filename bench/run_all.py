@@ -27,18 +27,22 @@ def main() -> int:
     names = [n for n in ORDER if n in scripts] + sorted(set(scripts) - set(ORDER))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     status: dict[str, str] = {}
-    for name in names:
+    # --collect: only rebuild SUMMARY.md from the reports already in results/ (each says when
+    # and how it was run), e.g. after running one benchmark by hand.
+    collect_only = "--collect" in sys.argv[1:]
+    for name in [] if collect_only else names:
         print(f"== bench {name}", flush=True)
         started = time.perf_counter()
         result = subprocess.run([sys.executable, str(scripts[name])], env=env)
         minutes = (time.perf_counter() - started) / 60
         status[name] = f"ok ({minutes:.1f} min)" if result.returncode == 0 else (
             f"FAILED with exit code {result.returncode}")
+    how = "collected from the reports below" if collect_only else "run by `make bench`"
     lines = [
         "# Benchmark summary",
         "",
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"{os.cpu_count()} cores, by `make bench`.",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+        f"{os.cpu_count()} cores: {how}; each report names its own command and conditions.",
         "",
         *(f"- {name}: {state}" for name, state in status.items()),
         "",
