@@ -29,9 +29,11 @@ log = logging.getLogger("chatbot")
 
 def _settings() -> Settings:
     settings = Settings()
+    # Our own log at the configured level; libraries (faiss, transformers) only when they warn.
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("chatbot").setLevel(settings.log_level.upper())
     return settings
 
 

@@ -145,6 +145,12 @@ _WORD = re.compile(r"[a-z0-9]+(?:[.,/-][a-z0-9]+)*")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _NUMBER = re.compile(r"\d")
 MIN_CONTENT_WORDS = 2  # shorter sentences ("Happy to help!") carry no claim to check
+# A small model sometimes copies the prompt's source blocks ("[4] Q: ... A: ...") instead of
+# answering: every word is then "in the sources" although the text answers nothing (and may
+# describe another case). Such echoes, and citations of sources that were not given, fail.
+_PROMPT_ECHO = re.compile(r"(^|\n|\]\s*)(Q|A):", re.IGNORECASE)
+_CITED = re.compile(r"\[(\d{1,2})\]")
+_VALID_CITATION = "\x00cite{}"  # vocabulary marker of a citable source number
 
 
 @lru_cache(maxsize=1)
@@ -168,6 +174,10 @@ def sentences(text: str) -> list[str]:
 def sentence_coverage(sentence: str, vocabulary: set[str]) -> float | None:
     """Share of the sentence's content words found in ``vocabulary``; 0 when it states a number
     the sources do not contain (a wrong number is a wrong policy); None for no-claim sentences."""
+    if _PROMPT_ECHO.search(sentence) or any(
+        _VALID_CITATION.format(n) not in vocabulary for n in _CITED.findall(sentence)
+    ):
+        return 0.0
     words = content_words(sentence)
     if len(words) < MIN_CONTENT_WORDS:
         return None
@@ -180,7 +190,8 @@ def source_vocabulary(sources: Sequence[Hit], question: str = "") -> set[str]:
     """Content words of the sources (questions and answers) and of the customer's question: an
     answer may restate the question without that being a claim."""
     texts = [question] + [f"{h.document.question} {h.document.answer}" for h in sources]
-    return {w for t in texts for w in content_words(t)}
+    citable = {_VALID_CITATION.format(n) for n in range(1, len(sources) + 1)}
+    return {w for t in texts for w in content_words(t)} | citable
 
 
 def support_check(answer: str, sources: Sequence[Hit], threshold: float,
@@ -200,7 +211,11 @@ def support_check(answer: str, sources: Sequence[Hit], threshold: float,
             bad.append(sentence)
     grounded = (checked - unsupported) / checked if checked else 0.0
     cited = tuple(prompt.cited_numbers(answer, len(sources)))
-    return SupportCheck(checked > 0 and unsupported == 0, grounded, checked, tuple(bad), cited)
+    # Sentences are judged without their [n] markers; a citation of a source that was not
+    # given is checked on the whole answer.
+    invented = any(not 1 <= int(n) <= len(sources) for n in _CITED.findall(answer))
+    supported = checked > 0 and unsupported == 0 and not invented
+    return SupportCheck(supported, grounded, checked, tuple(bad), cited)
 
 
 class SentenceGate:

@@ -127,6 +127,20 @@ def test_support_check_rejects_a_wrong_number_and_an_invented_claim() -> None:
     assert not mixed.supported and mixed.groundedness == 0.5 and mixed.sentences == 2
 
 
+def test_support_check_rejects_an_echo_of_the_prompt_and_citations_of_missing_sources() -> None:
+    sources = [hit(SHIPPING, 0.8), hit(RETURNS, 0.6, 2)]
+    # Every word is in the sources, yet it answers nothing: the model copied a source block.
+    echo = "[1] Q: How long does standard shipping take?\nA: Standard shipping takes 3-5 days."
+    assert not support_check(echo, sources, 0.5).supported
+    invented = "Standard shipping takes 3-5 business days within the US [4]."
+    assert not support_check(invented, sources, 0.5).supported
+    assert support_check(invented.replace("[4]", "[1]"), sources, 0.5).supported
+    gate = SentenceGate(sources, 0.5)
+    gate.feed(echo + " ")
+    gate.finish()
+    assert gate.closed and gate.text == ""
+
+
 def test_sentence_gate_releases_supported_sentences_and_cuts_at_the_first_unsupported() -> None:
     gate = SentenceGate([hit(SHIPPING, 0.8)], 0.5)
     out: list[str] = []
