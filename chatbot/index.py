@@ -44,7 +44,7 @@ ProgressCallback = Callable[[int, int, str], None]
 
 
 # --- keyword tokenisation (shared by build and query so they always agree) ------------------
-def _stemmer() -> Any:
+def keyword_stemmer() -> Any:
     import Stemmer
 
     return Stemmer.Stemmer("english")
@@ -133,7 +133,7 @@ def build_index_data(
         if k in reuse:
             vectors[i] = reuse[k]
     faiss_index, faiss_type = build_faiss(vectors, settings)
-    stemmer = _stemmer()
+    stemmer = keyword_stemmer()
     bm25 = bm25s.BM25()
     bm25.index(keyword_tokens([keyword_text(d) for d in documents], stemmer), show_progress=False)
     manifest = {

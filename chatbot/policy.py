@@ -32,6 +32,7 @@ from typing import Any
 
 from chatbot import prompt
 from chatbot.config import Settings
+from chatbot.index import keyword_stemmer
 from chatbot.types import Hit, Route, Turn
 
 
@@ -154,16 +155,15 @@ _VALID_CITATION = "\x00cite{}"  # vocabulary marker of a citable source number
 
 
 @lru_cache(maxsize=1)
-def _stemmer() -> Any:
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
+def _shared_stemmer() -> Any:
+    """The keyword index's English stemmer, built once (the gate runs on every sentence)."""
+    return keyword_stemmer()
 
 
 def content_words(text: str) -> list[str]:
     """Stemmed words that carry meaning; numbers are kept whole ("3-5", "$6.95" -> "6.95")."""
     words = [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
-    stemmer = _stemmer()
+    stemmer = _shared_stemmer()
     return [w if _NUMBER.search(w) else stemmer.stemWord(w) for w in words]
 
 

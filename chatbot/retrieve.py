@@ -26,9 +26,9 @@ from chatbot.embed import Embedder
 from chatbot.errors import IndexNotReadyError
 from chatbot.index import (
     IndexData,
-    _stemmer,
     active_version,
     build_index_data,
+    keyword_stemmer,
     keyword_tokens,
     load_index_data,
 )
@@ -47,7 +47,7 @@ class Retriever:
         self.embedder = embedder or Embedder(settings)
         self._data: IndexData | None = None
         self._lock = threading.Lock()
-        self._stemmer = _stemmer()
+        self._stemmer = keyword_stemmer()
         self._static = False  # True for in-memory indexes that never reload from disk
         self._checked_at = 0.0  # monotonic time of the last look at the ACTIVE pointer
 
