@@ -1,7 +1,8 @@
 """Generation speed of the default model on this CPU: decode tokens/s, first-token latency for a
 ~300-token grounded prompt, and process RSS with every model loaded, before and after each
-optimisation (threads, int8 dynamic quantisation, KV-cache reuse of the fixed prompt prefix,
-torch.compile). Writes bench/results/generation.json and generation.md.
+optimisation (threads, int8 dynamic quantisation, bf16 weights, KV-cache reuse of the fixed
+prompt prefix, torch.compile, prompt lookup decoding). Writes bench/results/generation.json and
+generation.md.
 
     .venv/bin/python bench/bench_generation.py [--quick] [--threads 2] [--no-compile]
 
@@ -199,7 +200,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    settings = Settings(torch_threads=args.threads, _env_file=None)  # type: ignore[call-arg]
+    # The baseline is plain greedy decoding; prompt lookup gets its own rows below.
+    settings = Settings(torch_threads=args.threads, prompt_lookup_tokens=0,  # type: ignore[call-arg]
+                        _env_file=None)
     messages = prompts(settings, 3 if args.quick else 8)
     configs: dict[str, dict[str, Any]] = {}
     reference: dict[str, list[str]] = {}  # the fp32 outputs every configuration is compared to
@@ -232,6 +235,15 @@ def main() -> None:
             prefix_cache=_prefix(gen))
     except Exception as error:
         configs["kv cache reuse"] = {"error": f"{type(error).__name__}: {error}"}
+    for n in (3, 5, 8):
+        gen.settings = settings.model_copy(update={"prompt_lookup_tokens": n})
+        run(f"fp32, {args.threads} threads, prompt lookup decoding ({n} tokens)", gen)
+    gen.settings = settings
+    bf16 = TransformersGenerator(settings)
+    bf16.load()
+    bf16.model.to(torch.bfloat16)  # this CPU has AVX512-BF16; half the bytes per token
+    run(f"bf16 weights, {args.threads} threads", bf16)
+    del bf16
     int8 = TransformersGenerator(settings, int8=True)
     int8.load()
     run(f"int8 dynamic quantisation, {args.threads} threads", int8)

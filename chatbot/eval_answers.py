@@ -64,10 +64,28 @@ def eval_routing(kb: Path, in_scope: Path, out_of_scope: Path, *, text_col: str,
                  settings: Settings, calibrate_in: Path | None = None,
                  calibrate_out: Path | None = None, embedder: Any = None,
                  progress: bool = False) -> dict[str, Any]:
+    """Route the test questions with the default thresholds, or with thresholds calibrated on
+    ``calibrate_in``/``calibrate_out`` for ``settings.target_precision``."""
+    target = None if calibrate_in is None else settings.target_precision
+    return eval_routing_targets(kb, in_scope, out_of_scope, [target], text_col=text_col,
+                                label_col=label_col, settings=settings,
+                                calibrate_in=calibrate_in, calibrate_out=calibrate_out,
+                                embedder=embedder, progress=progress)[target]
+
+
+def eval_routing_targets(kb: Path, in_scope: Path, out_of_scope: Path,
+                         targets: Sequence[float | None], *, text_col: str, label_col: str,
+                         settings: Settings, calibrate_in: Path | None = None,
+                         calibrate_out: Path | None = None, embedder: Any = None,
+                         progress: bool = False) -> dict[float | None, dict[str, Any]]:
+    """``eval_routing`` for several target precisions (None: the default thresholds) from one
+    index and one search of every question: only the thresholds differ between them."""
     from chatbot.retrieve import Retriever
 
     if (calibrate_in is None) != (calibrate_out is None):
         raise ConfigError("give both --calibrate-in and --calibrate-out, or neither")
+    if calibrate_in is None and any(t is not None for t in targets):
+        raise ConfigError("a target precision needs --calibrate-in and --calibrate-out")
     train = read_columns(kb, (text_col, label_col))
     documents = documents_from_pairs([(t, "") for t, _ in train], [lab for _, lab in train])
     retriever = Retriever.from_documents(documents, settings, embedder, progress=progress)
@@ -77,31 +95,42 @@ def eval_routing(kb: Path, in_scope: Path, out_of_scope: Path, *, text_col: str,
         return [retriever.search(t, k=k) for t in tqdm(texts, desc=desc, disable=not progress,
                                                          leave=False)]
 
-    thresholds = DEFAULT_THRESHOLDS
-    calibration: dict[str, Any] = {}
+    cal_in_hits: list[list[Hit]] = []
+    cal_labels: list[str] = []
+    cal_out_hits: list[list[Hit]] = []
     if calibrate_in is not None and calibrate_out is not None:
         cal_in = read_columns(calibrate_in, (text_col, label_col))
         cal_out = [t for (t,) in read_columns(calibrate_out, (text_col,))]
-        answer, faq, metrics = pick_thresholds(
-            search([t for t, _ in cal_in], "calibrate in-scope"), [lab for _, lab in cal_in],
-            search(cal_out, "calibrate out-of-scope"), _category, settings.target_precision)
-        thresholds = Thresholds(answer, faq, DEFAULT_THRESHOLDS.support,
-                                source=f"calibrated on {calibrate_in} and {calibrate_out}",
-                                metrics=metrics)
-        calibration = metrics
+        cal_in_hits = search([t for t, _ in cal_in], "calibrate in-scope")
+        cal_labels = [lab for _, lab in cal_in]
+        cal_out_hits = search(cal_out, "calibrate out-of-scope")
     test_in = read_columns(in_scope, (text_col, label_col))
     test_out = [t for (t,) in read_columns(out_of_scope, (text_col,))]
     started = time.perf_counter()
     in_hits = search([t for t, _ in test_in], "in-scope")
     out_hits = search(test_out, "out-of-scope")
     seconds = time.perf_counter() - started
-    report = route_metrics(in_hits, [lab for _, lab in test_in], out_hits, _category, thresholds,
-                           settings, [t for t, _ in test_in], test_out)
-    return {**report, "documents": len(documents),
+
+    results: dict[float | None, dict[str, Any]] = {}
+    for target in targets:
+        thresholds = DEFAULT_THRESHOLDS
+        calibration: dict[str, Any] = {}
+        if target is not None:
+            answer, faq, calibration = pick_thresholds(cal_in_hits, cal_labels, cal_out_hits,
+                                                       _category, target)
+            thresholds = Thresholds(answer, faq, DEFAULT_THRESHOLDS.support,
+                                    source=f"calibrated on {calibrate_in} and {calibrate_out}",
+                                    metrics=calibration)
+        report = route_metrics(in_hits, [lab for _, lab in test_in], out_hits, _category,
+                               thresholds, settings, [t for t, _ in test_in], test_out)
+        results[target] = {
+            **report, "documents": len(documents),
             "thresholds": {"answer": thresholds.answer, "faq": thresholds.faq,
                            "source": thresholds.source},
-            "calibration": calibration, "target_precision": settings.target_precision,
+            "calibration": calibration,
+            "target_precision": settings.target_precision if target is None else target,
             "queries_per_s": round((len(in_hits) + len(out_hits)) / seconds, 1)}
+    return results
 
 
 # --- answers ----------------------------------------------------------------------------------

@@ -55,6 +55,8 @@ class FinetuneConfig:
     warmup_steps: int = 20
     max_length: int = 640  # tokens per example (prompt is cut from the left, target kept)
     max_target_tokens: int = 192
+    cpu_bf16: bool = False  # bf16 autocast on CPU (1.9x faster on CPUs with native bf16, e.g.
+    # AVX512-BF16/AMX: bench note in TRAINING.md); the default stays fp32 as on any CPU
     eval_fraction: float = 0.08
     max_eval_examples: int = 48  # held-out examples scored (a CPU forward pass is not free)
     eval_every: int = 0  # steps between eval-loss reports (0: only before and after)
@@ -101,6 +103,9 @@ def finetune_generator(settings: Settings, config: FinetuneConfig, *,
     device, dtype = resolve_device(settings)
     if device == "cpu":
         torch.set_num_threads(settings.resolved_threads)
+    # Mixed precision: weights and optimizer state stay fp32, matmuls run in bf16.
+    autocast = device == "cuda" or config.cpu_bf16
+    autocast_dtype = torch.bfloat16 if config.cpu_bf16 and device == "cpu" else dtype
 
     # 1. examples
     if documents is None:
@@ -176,7 +181,7 @@ def finetune_generator(settings: Settings, config: FinetuneConfig, *,
         ids, mask, labels = queue.pop()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        with torch.autocast(device_type=device, dtype=dtype, enabled=device == "cuda"):
+        with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast):
             loss = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                          labels=labels.to(device)).loss
         loss.backward()
@@ -224,7 +229,9 @@ def finetune_generator(settings: Settings, config: FinetuneConfig, *,
         "eval_curve": evals, "train_seconds": round(train_seconds, 1),
         "examples_per_s": round(seen / train_seconds, 3) if train_seconds else 0.0,
         "total_seconds": round(time.perf_counter() - started, 1), "device": device,
-        "dtype": str(dtype).removeprefix("torch."), "threads": settings.resolved_threads,
+        "dtype": str(dtype).removeprefix("torch.") + (
+            f" weights, {str(autocast_dtype).removeprefix('torch.')} autocast" if autocast else ""),
+        "threads": settings.resolved_threads,
         "trainable_parameters": trainable, "saved_bytes": size, "base_model": str(base),
     }
     resolved = {**dataclasses.asdict(config), "base_model": str(base), "device": device,

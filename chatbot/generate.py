@@ -310,6 +310,10 @@ class TransformersGenerator:
             kwargs.update(temperature=self.settings.temperature, top_p=0.95)
         else:  # silence "temperature is ignored" warnings from the model's generation config
             kwargs.update(temperature=None, top_p=None, top_k=None)
+            if self.settings.prompt_lookup_tokens:
+                # Greedy verification keeps exactly the tokens plain greedy decoding would pick
+                # (up to float rounding in the wider matmul), so only the speed changes.
+                kwargs["prompt_lookup_num_tokens"] = self.settings.prompt_lookup_tokens
         if streamer is not None:
             kwargs["streamer"] = streamer
         n_prompt = int(inputs["input_ids"].shape[1])

@@ -69,6 +69,25 @@ def test_greedy_generation_is_deterministic(tiny_gen: TransformersGenerator) -> 
     assert tiny_gen.generate(MESSAGES).text == tiny_gen.generate(MESSAGES).text
 
 
+def test_prompt_lookup_decoding_keeps_the_greedy_answer(tiny_lm_dir: Path,  # noqa: F811
+                                                       tmp_path: Path) -> None:
+    """Drafting tokens from the prompt is a speed-up only: greedy verification keeps the tokens
+    plain greedy decoding picks, streamed or not."""
+    def gen(lookup: int) -> TransformersGenerator:
+        return TransformersGenerator(_settings(tmp_path, generator_model=str(tiny_lm_dir),
+                                               generator_adapter="none",
+                                               prompt_lookup_tokens=lookup))
+
+    plain, drafted = gen(0), gen(5)
+    # A prompt that repeats itself, so the drafts have n-grams to match.
+    echo = [{"role": "user", "content": " ".join(["Standard shipping takes 3-5 business days."]
+                                                 * 6)}]
+    for messages in (MESSAGES, echo):
+        expected = plain.generate(messages, max_new_tokens=30)
+        assert drafted.generate(messages, max_new_tokens=30).text == expected.text
+        assert "".join(drafted.stream(messages, max_new_tokens=30)).strip() == expected.text
+
+
 def test_sampling_is_deterministic_under_a_seed(tiny_lm_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     def run(seed: int) -> str:
         s = _settings(tmp_path, generator_model=str(tiny_lm_dir), generator_adapter="none",
