@@ -88,6 +88,25 @@ def test_lora_finetuning_trains_saves_and_loads(settings: Settings, tiny_lm_dir:
     assert tuned_text != base.generate(messages, max_new_tokens=8).text  # the adapter is merged
 
 
+def test_cpu_bf16_autocast_learns_and_keeps_fp32_weights(settings: Settings,
+                                                         tiny_lm_dir: Path,  # noqa: F811
+                                                         embedder: Embedder,
+                                                         tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    s = settings.model_copy(update={"torch_threads": 1})
+    out = tmp_path / "bf16"
+    config = FinetuneConfig(output=str(out), model=str(tiny_lm_dir), max_steps=12, batch_size=4,
+                            lr=5e-3, warmup_steps=2, eval_fraction=0.3, max_length=256,
+                            cpu_bf16=True)
+    metrics = finetune_generator(s, config, embedder=embedder, progress=False)
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
+    assert metrics["dtype"] == "float32 weights, bfloat16 autocast"
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as weights:
+        dtypes = {str(weights.get_tensor(k).dtype) for k in weights.keys()}  # noqa: SIM118
+    assert dtypes == {"torch.float32"}  # mixed precision computes in bf16, stores fp32
+
+
 def test_full_finetuning_saves_a_loadable_model(settings: Settings, tiny_lm_dir: Path,  # noqa: F811
                                                 embedder: Embedder, tmp_path: Path) -> None:
     s = settings.model_copy(update={"torch_threads": 1})
