@@ -44,6 +44,7 @@ from chatbot.schemas import (
     AdminConversationOut,
     ChatRequest,
     ChatResponse,
+    CloseResponse,
     ConversationOut,
     ConversationPage,
     ConversationSummaryOut,
@@ -240,6 +241,13 @@ def _public_routes(service: ChatService, rate_limit: Any) -> APIRouter:
                                      reason=request.reason)
         return HandoffResponse(handoff_id=handoff_id, conversation_id=request.conversation_id,
                                status="handed_off")
+
+    @router.post("/conversations/{conversation_id}/close", response_model=CloseResponse,
+                 dependencies=limited, responses={404: {"model": ErrorOut}})
+    def close(conversation_id: str) -> CloseResponse:
+        """The customer ended the chat; a new message in it reopens it."""
+        ended = service.close(conversation_id)
+        return CloseResponse(conversation_id=conversation_id, status="closed", ended_at=ended)
 
     @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
     def health() -> JSONResponse:

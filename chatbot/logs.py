@@ -12,6 +12,7 @@ Interface (the frontend codes against these names):
   chat_stream(same arguments) -> ChatStream: iterates text deltas, then one ChatResult.
   feedback(*, message_id=None, conversation_id=None, rating=None, csat=None, comment=None) -> str
   handoff(*, conversation_id, reason) -> str
+  close(conversation_id) -> datetime: status closed, ended_at set (a new message reopens it)
   conversation(id) -> ConversationView            (raises NotFoundError)
   list_conversations(*, status, channel, since, until, q, limit=50, offset=0)
       -> list[ConversationSummary]
@@ -206,13 +207,21 @@ class ChatService:
         with self.engine.begin() as connection:
             if conversation_id:
                 found = connection.execute(
-                    select(Conversation.id).where(Conversation.id == conversation_id)
+                    select(Conversation.status).where(Conversation.id == conversation_id)
                 ).first()
                 if found is None:
                     raise NotFoundError(
                         f"conversation {conversation_id} does not exist; "
                         "omit conversation_id to start a new one"
                     )
+                if found.status == "closed":  # the customer came back: the chat goes on
+                    pending = connection.scalars(select(Handoff.id).where(
+                        Handoff.conversation_id == conversation_id,
+                        Handoff.resolved_at.is_(None)).limit(1)).first()
+                    connection.execute(update(Conversation)
+                                       .where(Conversation.id == conversation_id)
+                                       .values(status="handed_off" if pending else "open",
+                                               ended_at=None))
                 conv_id = conversation_id
                 turns = self._history(connection, conv_id) if history is None else list(history)
             else:
@@ -335,6 +344,24 @@ class ChatService:
             return self._open_handoff(
                 connection, conversation_id, reason.strip() or "customer asked for a human"
             )
+
+    def close(self, conversation_id: str) -> datetime:
+        """The customer ended the chat: status ``closed`` and ``ended_at`` set; returns when it
+        ended. Closing again keeps the first time; a later message reopens the conversation.
+        A pending hand-over stays pending (the agents still see it)."""
+        with self.engine.begin() as connection:
+            found = connection.execute(
+                select(Conversation.status, Conversation.ended_at)
+                .where(Conversation.id == conversation_id)
+            ).first()
+            if found is None:
+                raise NotFoundError(f"conversation {conversation_id} does not exist")
+            if found.status == "closed" and (first := to_utc(found.ended_at)) is not None:
+                return first
+            ended = utcnow()
+            connection.execute(update(Conversation).where(Conversation.id == conversation_id)
+                               .values(status="closed", ended_at=ended))
+            return ended
 
     @staticmethod
     def _open_handoff(connection: Connection, conversation_id: str, reason: str) -> str:

@@ -80,6 +80,12 @@ class HandoffResponse(BaseModel):
     status: str
 
 
+class CloseResponse(BaseModel):
+    conversation_id: str
+    status: str
+    ended_at: datetime
+
+
 class HitOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -115,6 +121,7 @@ class ConversationOut(BaseModel):
     channel: str
     status: str
     started_at: datetime
+    ended_at: datetime | None
     messages: list[MessageOut]
 
 

@@ -120,6 +120,24 @@ def test_feedback_and_handoff(client: TestClient) -> None:
     assert conversation["messages"][1]["rating"] == "up"
 
 
+def test_closing_a_conversation_sets_its_end_and_a_new_message_reopens_it(
+        client: TestClient) -> None:
+    chat = client.post("/api/v1/chat", json={"message": "do you ship to canada"}).json()
+    url = f"/api/v1/conversations/{chat['conversation_id']}"
+    closed = client.post(f"{url}/close")
+    assert closed.status_code == 200 and closed.json()["status"] == "closed"
+    view = client.get(url).json()
+    assert view["status"] == "closed" and view["ended_at"] is not None
+    assert client.post(f"{url}/close").json()["ended_at"] == closed.json()["ended_at"]
+    client.post("/api/v1/chat", json={"message": "and to mexico?",
+                                      "conversation_id": chat["conversation_id"]})
+    view = client.get(url).json()
+    assert (view["status"], view["ended_at"]) == ("open", None)
+    assert len(view["messages"]) == 4  # nothing lost across the close
+    missing = client.post("/api/v1/conversations/nope/close")
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]
+
+
 def test_health_is_ready_only_when_the_pipeline_is(settings: Settings,
                                                    migrated_engine: Engine) -> None:  # noqa: F811
     pipeline = StandInPipeline()

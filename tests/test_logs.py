@@ -131,6 +131,22 @@ def test_handoff_reply_marks_conversation_and_writes_handoff(
     assert [h.reason for h in view.handoffs] == ["customer asked for a human"]
 
 
+def test_close_keeps_a_pending_handoff_and_lists_as_closed(
+    service: ChatService, migrated_engine: Engine  # noqa: F811
+) -> None:
+    result = service.chat("what is the meaning of life")
+    service.handoff(conversation_id=result.conversation_id, reason="bot could not help")
+    ended = service.close(result.conversation_id)
+    view = service.conversation(result.conversation_id)
+    assert (view.status, view.ended_at) == ("closed", ended)
+    assert view.handoffs[0].resolved_at is None  # agents still see the pending hand-over
+    listed = service.list_conversations(status="closed")
+    assert [c.id for c in listed] == [result.conversation_id]
+    assert listed[0].ended_at == ended
+    service.chat("hello again?", conversation_id=result.conversation_id)
+    assert service.conversation(result.conversation_id).status == "handed_off"  # still pending
+
+
 def test_customer_handoff_is_recorded_once_while_pending(
     service: ChatService, migrated_engine: Engine  # noqa: F811
 ) -> None:
