@@ -345,14 +345,22 @@ def finetune_embedder_command(
     epochs: int = typer.Option(1, "--epochs", min=1),
     batch_size: int = typer.Option(32, "--batch-size", min=2),
     bitext: Path | None = typer.Option(None, "--bitext", help="Also train on Bitext's 80% split."),
+    labelled: Path | None = typer.Option(
+        None, "--labelled", help="Train on this CSV of labelled queries instead (pairs of texts "
+        "with the same label); needs --text-col and --label-col."),
+    text_col: str = typer.Option("text", "--text-col"),
+    label_col: str = typer.Option("label", "--label-col"),
 ) -> None:
     """Contrastive fine-tuning of the retriever on (question, answer) pairs, recall@1 before
     and after. Use it with CHATBOT_EMBEDDING_MODEL=OUTPUT and `chatbot reindex --full`."""
+    from chatbot.evaluate import read_columns
     from chatbot.finetune_embedder import finetune_embedder
 
     try:
+        rows = None if labelled is None else [
+            (t, lab) for t, lab in read_columns(labelled, (text_col, label_col))]
         metrics = finetune_embedder(_settings(), output=output, epochs=epochs,
-                                    batch_size=batch_size, bitext=bitext)
+                                    batch_size=batch_size, bitext=bitext, labelled=rows)
     except ChatbotError as error:
         _fail(error)
     typer.echo(json.dumps(metrics, indent=2))

@@ -4,8 +4,11 @@ Contrastive training on (question, answer) pairs with in-batch negatives
 (sentence-transformers' ``MultipleNegativesRankingLoss``): each question should be closer to its
 own answer than to the other answers in the batch. Pairs come from the FAQs (every phrasing with
 its answer) and the dialogues (customer turn with the agent's reply), optionally Bitext's 80%
-training split. A held-out share of the groups (10% by default) measures recall@1 of
-question -> answer before and after training.
+training split, or from labelled queries (``labelled``: each text paired with another text of the
+same label, e.g. an intent dataset whose training queries are the indexed documents). No two
+pairs in a batch share an answer or a group, so no in-batch negative is secretly a positive. A
+held-out share of the groups (10% by default) measures recall@1 of question -> answer before and
+after training.
 
 The loop is written out (a dozen lines) instead of using the library's trainer, which needs the
 ``datasets`` package that this project does not otherwise depend on.
@@ -38,26 +41,73 @@ def pairs_from_documents(documents: Sequence[Document]) -> list[tuple[str, str, 
     return pairs
 
 
+def pairs_from_labelled(rows: Sequence[tuple[str, str]],
+                        rng: random.Random) -> list[tuple[str, str, str]]:
+    """(text, another text with the same label, label) for every text whose label has two."""
+    by_label: dict[str, list[str]] = {}
+    for text, label in rows:
+        by_label.setdefault(label, []).append(text)
+    pairs = []
+    for label, texts in sorted(by_label.items()):
+        if len(texts) < 2:
+            continue
+        for i, text in enumerate(texts):
+            j = rng.randrange(len(texts) - 1)
+            pairs.append((text, texts[j + (j >= i)], label))  # any other text of the label
+    return pairs
+
+
+def clash_free_batches(pairs: Sequence[tuple[str, str, str]],
+                       batch_size: int) -> list[list[tuple[str, str, str]]]:
+    """Full batches in which no two pairs share an answer or a group (an in-batch negative must
+    not be a positive in disguise); a pair that clashes waits for a later batch, it is not
+    dropped. Leftovers that cannot fill a batch are."""
+    batches: list[list[tuple[str, str, str]]] = []
+    waiting = list(pairs)
+    while len(waiting) >= batch_size:
+        current: list[tuple[str, str, str]] = []
+        used: set[str] = set()
+        later: list[tuple[str, str, str]] = []
+        for pair in waiting:
+            if len(current) == batch_size or pair[1] in used or pair[2] in used:
+                later.append(pair)
+                continue
+            current.append(pair)
+            used.update((pair[1], pair[2]))
+        if len(current) < batch_size:
+            break
+        batches.append(current)
+        waiting = later
+    return batches
+
+
 def _held_out(group: str, fraction: float) -> bool:
     return int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
 def recall_at_1(model: Any, pairs: Sequence[tuple[str, str, str]], batch_size: int = 64) -> float:
-    """Share of questions whose own answer is the nearest among all distinct held-out answers."""
-    answers = sorted({a for _, a, _ in pairs})
-    index = {a: i for i, a in enumerate(answers)}
+    """Share of questions whose nearest held-out answer belongs to their own group (their own
+    FAQ or dialogue; for labelled queries, a text of the same label)."""
+    groups: dict[str, set[str]] = {}
+    for _, answer, group in pairs:
+        groups.setdefault(answer, set()).add(group)
+    answers = sorted(groups)
     q = model.encode([p[0] for p in pairs], batch_size=batch_size, normalize_embeddings=True,
                      convert_to_numpy=True)
     a = model.encode(answers, batch_size=batch_size, normalize_embeddings=True,
                      convert_to_numpy=True)
     best = (q @ a.T).argmax(axis=1)
-    return float(sum(int(b) == index[p[1]] for b, p in zip(best, pairs, strict=True)) / len(pairs))
+    hits = sum(p[2] in groups[answers[int(b)]] for b, p in zip(best, pairs, strict=True))
+    return float(hits / len(pairs))
 
 
 def finetune_embedder(settings: Settings, *, output: Path, epochs: int = 1, batch_size: int = 32,
                       lr: float = 2e-5, bitext: Path | None = None, bitext_limit: int = 2000,
                       documents: Sequence[Document] | None = None, max_steps: int = 0,
+                      labelled: Sequence[tuple[str, str]] | None = None,
                       eval_fraction: float = 0.1, progress: bool = True) -> dict[str, Any]:
+    """Train, evaluate and save; ``labelled`` (text, label) rows replace the knowledge base's
+    (question, answer) pairs."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.losses import MultipleNegativesRankingLoss
@@ -68,10 +118,12 @@ def finetune_embedder(settings: Settings, *, output: Path, epochs: int = 1, batc
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.resolved_threads)
     rng = random.Random(settings.seed)
-    if documents is None:
-        documents = load_knowledge_base(settings.knowledge_base)
-    docs = list(documents)
-    pairs = pairs_from_documents(docs)
+    if labelled is not None:
+        pairs = pairs_from_labelled(labelled, rng)
+    else:
+        if documents is None:
+            documents = load_knowledge_base(settings.knowledge_base)
+        pairs = pairs_from_documents(list(documents))
     if bitext is not None:
         from chatbot.finetune_data import bitext_split
 
@@ -96,19 +148,8 @@ def finetune_embedder(settings: Settings, *, output: Path, epochs: int = 1, batc
     model.train()
     for epoch in range(epochs):
         rng.shuffle(train)
-        # In-batch negatives must not be duplicates of the positive: one pair per answer a batch.
-        batches: list[list[tuple[str, str, str]]] = []
-        current: list[tuple[str, str, str]] = []
-        used: set[str] = set()
-        for pair in train:
-            if pair[1] in used:
-                continue
-            current.append(pair)
-            used.add(pair[1])
-            if len(current) == batch_size:
-                batches.append(current)
-                current, used = [], set()
-        for batch in tqdm(batches, desc=f"epoch {epoch + 1}", disable=not progress):
+        for batch in tqdm(clash_free_batches(train, batch_size), desc=f"epoch {epoch + 1}",
+                          disable=not progress):
             features = [model.tokenize([p[0] for p in batch]),
                         model.tokenize([p[1] for p in batch])]
             loss = loss_fn(features, torch.empty(0))

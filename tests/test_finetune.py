@@ -134,3 +134,28 @@ def test_embedder_finetuning_reports_recall_before_and_after(settings: Settings,
     assert metrics["held_out_pairs"] > 0 and metrics["train_pairs"] >= 4
     vector = SentenceTransformer(str(out), device="cpu").encode(["where is my order"])
     assert vector.shape == (1, 384)
+
+
+def test_labelled_pairs_join_texts_of_the_same_label() -> None:
+    import random
+
+    from chatbot.finetune_embedder import pairs_from_labelled
+
+    rows = [("where is my card", "card"), ("card not here", "card"), ("lost my card", "card"),
+            ("what time is it", "time"), ("tell me the time", "time"), ("alone", "solo")]
+    pairs = pairs_from_labelled(rows, random.Random(0))
+    label_of = dict(rows)
+    assert len(pairs) == 5  # 'alone' has no partner
+    for text, positive, label in pairs:
+        assert text != positive and label_of[text] == label_of[positive] == label
+
+
+def test_batches_never_pair_a_positive_with_its_twin_and_drop_nothing_that_fits() -> None:
+    from chatbot.finetune_embedder import clash_free_batches
+
+    # Three groups, many pairs each: a batch of 3 can hold one pair of each group.
+    pairs = [(f"q{g}{i}", f"a{g}{i}", f"g{g}") for g in range(3) for i in range(4)]
+    batches = clash_free_batches(pairs, 3)
+    assert len(batches) == 4  # all 12 pairs used: clashing pairs wait, they are not dropped
+    for batch in batches:
+        assert len({p[2] for p in batch}) == len({p[1] for p in batch}) == 3
