@@ -272,6 +272,21 @@ def test_widget_restores_the_transcript_after_a_reload(page: Any, live: Live) ->
     assert len(live.service.conversation(conversation_id).messages) == 4
 
 
+def test_widget_new_conversation_closes_the_old_one(page: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    _open_widget(page, live)
+    _ask_widget(page, "Do you ship to Canada?")
+    first = _stored_conversation_id(page)
+    page.get_by_role("button", name="Start a new conversation").click()
+    expect(page.locator(".cw-msg--customer")).to_have_count(0)
+    assert wait_until(lambda: live.service.conversation(first).status == "closed")
+    assert live.service.conversation(first).ended_at is not None
+    _ask_widget(page, "How do I return an item?")
+    second = _stored_conversation_id(page)
+    assert second != first and live.service.conversation(second).status == "open"
+
+
 def test_widget_works_from_the_keyboard_and_hands_over_to_a_human(page: Any,
                                                                    live: Live) -> None:
     from playwright.sync_api import expect

@@ -597,6 +597,13 @@
 
   Widget.prototype.reset = function () {
     if (this.busy) { return; }
+    if (this.conversationId) {
+      // The customer ended this chat: record it (status closed, ended_at). Best effort: a
+      // failure must not keep them from starting over, and the server reopens a closed
+      // conversation if a message ever arrives for it.
+      postJson("/conversations/" + encodeURIComponent(this.conversationId) + "/close", {})
+        .catch(function () {});
+    }
     this.conversationId = null;
     saveConversationId(null);
     this.handedOff = false;
