@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -131,6 +133,17 @@ class ChatService:
         self.engine = engine
         self._sessions = make_sessionmaker(engine)
         self._reindex = ReindexJob(settings, pipeline, reindexer)
+        # SQLite has one writer at a time and makes the others poll with growing sleeps (its
+        # busy handler); queueing this process's writers on a lock hands the file over without
+        # those sleeps. PostgreSQL writers run concurrently, so nothing is queued there.
+        self._write_lock: AbstractContextManager[object] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext())
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """One write transaction (see ``_write_lock``)."""
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
 
     # --- chat --------------------------------------------------------------------------------
     def chat(self, message: str, *, conversation_id: str | None = None, channel: str = "api",
@@ -204,7 +217,7 @@ class ChatService:
                                       field="customer_ref")
         # Core statements on one connection, not the ORM unit of work: this is the hot path
         # (two short transactions per chat) and Core costs about half the CPU per request.
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             if conversation_id:
                 found = connection.execute(
                     select(Conversation.status).where(Conversation.id == conversation_id)
@@ -256,7 +269,7 @@ class ChatService:
         hits += [hit for hit in reply.sources if hit.document.id not in seen]
         msg_id = new_id()
         handoff = reply.route == Route.HANDOFF
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             connection.execute(insert(Message), [dict(
                 id=msg_id, conversation_id=conv_id, role="bot", text=reply.text,
                 created_at=utcnow(), latency_ms=round(latency_ms, 3), route=route,
@@ -299,7 +312,7 @@ class ChatService:
             )
         if rating is None and csat is None and not (comment or "").strip():
             raise InvalidRequestError("give a rating, a csat score or a comment", field="rating")
-        with self._sessions() as session:
+        with self._write_lock, self._sessions() as session:
             if message_id:
                 msg = session.get(Message, message_id)
                 if msg is None:
@@ -340,7 +353,7 @@ class ChatService:
         """
         if len(reason) > self.settings.max_message_chars:
             raise InvalidRequestError("reason is too long", field="reason")
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             return self._open_handoff(
                 connection, conversation_id, reason.strip() or "customer asked for a human"
             )
@@ -349,7 +362,7 @@ class ChatService:
         """The customer ended the chat: status ``closed`` and ``ended_at`` set; returns when it
         ended. Closing again keeps the first time; a later message reopens the conversation.
         A pending hand-over stays pending (the agents still see it)."""
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             found = connection.execute(
                 select(Conversation.status, Conversation.ended_at)
                 .where(Conversation.id == conversation_id)
