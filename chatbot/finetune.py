@@ -6,7 +6,8 @@ The training loop reads top to bottom (after nanoGPT):
 1. Build supervised examples from dialogues, FAQs and optional Bitext pairs, each with sources
    retrieved from other records (``chatbot.finetune_data.build_examples``).
 2. Tokenise with the prompt the server sends; the loss covers only the answer tokens.
-3. Train with AdamW, warm-up then linear decay, bf16 on GPU and fp32 on CPU, until the step or
+3. Train with AdamW, warm-up then linear decay, bf16 on GPU and fp32 on CPU (bf16 autocast with
+   ``cpu_bf16``), until the step or
    time budget is spent; a held-out split gives the eval loss before and after.
 4. Save the adapter (or the full model with ``full=True``), the resolved config, the metrics and
    a TRAINING.md that records command, data, steps and metrics.
@@ -56,7 +57,7 @@ class FinetuneConfig:
     max_length: int = 640  # tokens per example (prompt is cut from the left, target kept)
     max_target_tokens: int = 192
     cpu_bf16: bool = False  # bf16 autocast on CPU (1.9x faster on CPUs with native bf16, e.g.
-    # AVX512-BF16/AMX: bench note in TRAINING.md); the default stays fp32 as on any CPU
+    # AVX512-BF16/AMX; measured in README's fine-tuning section); the default stays fp32
     eval_fraction: float = 0.08
     max_eval_examples: int = 48  # held-out examples scored (a CPU forward pass is not free)
     eval_every: int = 0  # steps between eval-loss reports (0: only before and after)
