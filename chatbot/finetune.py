@@ -7,8 +7,8 @@ The training loop reads top to bottom (after nanoGPT):
    retrieved from other records (``chatbot.finetune_data.build_examples``).
 2. Tokenise with the prompt the server sends; the loss covers only the answer tokens.
 3. Train with AdamW, warm-up then linear decay, bf16 on GPU and fp32 on CPU (bf16 autocast with
-   ``cpu_bf16``), until the step or
-   time budget is spent; a held-out split gives the eval loss before and after.
+   ``cpu_bf16``), until the step or time budget is spent; a held-out split gives the eval loss
+   before and after.
 4. Save the adapter (or the full model with ``full=True``), the resolved config, the metrics and
    a TRAINING.md that records command, data, steps and metrics.
 """
