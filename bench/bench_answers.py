@@ -19,7 +19,6 @@ The datasets are read from ../shared/datasets; a missing dataset skips its secti
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -29,28 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from common import DATASETS, RESULTS, write_csv, write_report  # first: offline environment
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATASETS = ROOT.parent / "shared" / "datasets"
-RESULTS = ROOT / "bench" / "results"
-
-from chatbot.calibrate import CachingEmbedder  # noqa: E402
-from chatbot.config import Settings  # noqa: E402
-from chatbot.embed import Embedder  # noqa: E402
-from chatbot.eval_answers import eval_answers, eval_routing_targets  # noqa: E402
-from chatbot.finetune_data import bitext_split  # noqa: E402
-from chatbot.generate import DEFAULT_ADAPTER  # noqa: E402
-
-
-def write_csv(path: Path, header: list[str], rows: list[Any]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+from chatbot.calibrate import CachingEmbedder
+from chatbot.config import Settings
+from chatbot.embed import Embedder
+from chatbot.eval_answers import eval_answers, eval_routing_targets
+from chatbot.finetune_data import bitext_split
+from chatbot.generate import DEFAULT_ADAPTER
 
 
 def clinc(settings: Settings, embedder: Any, tmp: Path) -> dict[str, Any]:
@@ -186,10 +171,7 @@ def main() -> None:
             if section == "bitext" and "limit" in previous:
                 results["limit"], results["max_new_tokens"] = (previous["limit"],
                                                                previous["max_new_tokens"])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "answers.md").write_text(markdown(results))
-    print(markdown(results))
+    write_report("answers", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ trainer's own before/after metric, and they are still in the test set.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -22,25 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from common import DATASETS, write_csv, write_report  # first: offline environment
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATASETS = ROOT.parent / "shared" / "datasets"
-RESULTS = ROOT / "bench" / "results"
-
-from chatbot.config import Settings  # noqa: E402
-from chatbot.evaluate import eval_retrieval  # noqa: E402
-from chatbot.finetune_embedder import finetune_embedder  # noqa: E402
-
-
-def write_csv(path: Path, rows: list[Any]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "intent"])
-        writer.writerows(rows)
-    return path
+from chatbot.config import Settings
+from chatbot.evaluate import eval_retrieval
+from chatbot.finetune_embedder import finetune_embedder
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -76,8 +61,8 @@ def main() -> None:
         settings = Settings(torch_threads=args.threads, _env_file=None)  # type: ignore[call-arg]
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
-            train = write_csv(tmp / "train.csv", data["train"])
-            test = write_csv(tmp / "test.csv", data["test"])
+            train = write_csv(tmp / "train.csv", ["text", "intent"], data["train"])
+            test = write_csv(tmp / "test.csv", ["text", "intent"], data["test"])
             started = time.perf_counter()
             results["training"] = finetune_embedder(
                 settings, output=tmp / "minilm-clinc", epochs=args.epochs, batch_size=64,
@@ -92,10 +77,7 @@ def main() -> None:
                                             settings=s, modes=("hybrid", "dense"),
                                             progress=True)
             results["rows"] = rows
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "embedder_finetune.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "embedder_finetune.md").write_text(markdown(results))
-    print(markdown(results))
+    write_report("embedder_finetune", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -26,38 +26,29 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import numpy as np
+from common import DATASETS, RESULTS, ROOT, write_csv, write_report  # first: offline env
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from chatbot.config import Settings  # noqa: E402
-from chatbot.embed import Embedder  # noqa: E402
-from chatbot.evaluate import (  # noqa: E402
+from chatbot.config import Settings
+from chatbot.embed import Embedder
+from chatbot.evaluate import (
     LabelledText,
     documents_from_rows,
     eval_retrieval,
     read_labelled_csv,
     score_queries,
 )
-from chatbot.index import build_index_data, reindex  # noqa: E402
-from chatbot.retrieve import Retriever  # noqa: E402
+from chatbot.index import build_index_data, reindex
+from chatbot.retrieve import Retriever
 
-ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ROOT.parent / "shared" / "datasets"
-RESULTS = ROOT / "bench" / "results"
 CACHE = RESULTS / "cache"
 SEED = 13
 THREADS = 2
 
 
-def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-    return path
+def write_labelled(path: Path, rows: list[tuple[str, str]]) -> Path:
+    return write_csv(path, ["text", "label"], rows)
 
 
 def bitext_split(tmp: Path) -> tuple[Path, Path]:
@@ -74,14 +65,15 @@ def bitext_split(tmp: Path) -> tuple[Path, Path]:
         cut = int(round(len(texts) * 0.8))
         train += [(t, intent) for t in texts[:cut]]
         test += [(t, intent) for t in texts[cut:]]
-    return write_csv(tmp / "bitext_train.csv", train), write_csv(tmp / "bitext_test.csv", test)
+    return (write_labelled(tmp / "bitext_train.csv", train),
+            write_labelled(tmp / "bitext_test.csv", test))
 
 
 def clinc_split(tmp: Path, train_part: str = "train", test_part: str = "test") -> tuple[Path, Path]:
     data = json.loads((DATASETS / "clinc150" / "data_full.json").read_text())
     return (
-        write_csv(tmp / f"clinc_{train_part}.csv", [tuple(r) for r in data[train_part]]),
-        write_csv(tmp / f"clinc_{test_part}.csv", [tuple(r) for r in data[test_part]]),
+        write_labelled(tmp / f"clinc_{train_part}.csv", [tuple(r) for r in data[train_part]]),
+        write_labelled(tmp / f"clinc_{test_part}.csv", [tuple(r) for r in data[test_part]]),
     )
 
 
@@ -94,7 +86,7 @@ def quality(settings: Settings, embedder: Embedder, tmp: Path, quick: bool) -> d
     }.items():
         if quick:
             rows = read_labelled_csv(queries, "text", "label")[:300]
-            queries = write_csv(tmp / f"{name}_quick.csv", [(r.text, r.label) for r in rows])
+            queries = write_labelled(tmp / f"{name}_quick.csv", [(r.text, r.label) for r in rows])
         print(f"[quality] {name}", flush=True)
         out[name] = eval_retrieval(
             kb,
@@ -384,10 +376,7 @@ def main() -> None:
         results["latency_10k"] = latency_10k(settings, embedder)
         results["ann"] = ann(embedder)
         results["reindex"] = reindex_speed(settings, embedder, tmp)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "retrieval.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "retrieval.md").write_text(markdown(results))
-    print(markdown(results))
+    write_report("retrieval", results, markdown(results))
 
 
 if __name__ == "__main__":
