@@ -348,8 +348,8 @@ def finetune_embedder_command(
     labelled: Path | None = typer.Option(
         None, "--labelled", help="Train on this CSV of labelled queries instead (pairs of texts "
         "with the same label); needs --text-col and --label-col."),
-    text_col: str = typer.Option("text", "--text-col"),
-    label_col: str = typer.Option("label", "--label-col"),
+    text_col: str = typer.Option("text", "--text-col", help="--labelled: the text column."),
+    label_col: str = typer.Option("label", "--label-col", help="--labelled: the label column."),
 ) -> None:
     """Contrastive fine-tuning of the retriever on (question, answer) pairs, recall@1 before
     and after. Use it with CHATBOT_EMBEDDING_MODEL=OUTPUT and `chatbot reindex --full`."""

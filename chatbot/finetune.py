@@ -106,7 +106,6 @@ def finetune_generator(settings: Settings, config: FinetuneConfig, *,
         torch.set_num_threads(settings.resolved_threads)
     # Mixed precision: weights and optimizer state stay fp32, matmuls run in bf16.
     autocast = device == "cuda" or config.cpu_bf16
-    autocast_dtype = torch.bfloat16 if config.cpu_bf16 and device == "cpu" else dtype
 
     # 1. examples
     if documents is None:
@@ -182,7 +181,7 @@ def finetune_generator(settings: Settings, config: FinetuneConfig, *,
         ids, mask, labels = queue.pop()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
             loss = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                          labels=labels.to(device)).loss
         loss.backward()
@@ -230,8 +229,8 @@ def finetune_generator(settings: Settings, config: FinetuneConfig, *,
         "eval_curve": evals, "train_seconds": round(train_seconds, 1),
         "examples_per_s": round(seen / train_seconds, 3) if train_seconds else 0.0,
         "total_seconds": round(time.perf_counter() - started, 1), "device": device,
-        "dtype": str(dtype).removeprefix("torch.") + (
-            f" weights, {str(autocast_dtype).removeprefix('torch.')} autocast" if autocast else ""),
+        "dtype": str(dtype).removeprefix("torch.") + (" weights, bfloat16 autocast" if autocast
+                                                      else ""),
         "threads": settings.resolved_threads,
         "trainable_parameters": trainable, "saved_bytes": size, "base_model": str(base),
     }

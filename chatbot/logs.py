@@ -228,9 +228,7 @@ class ChatService:
                         "omit conversation_id to start a new one"
                     )
                 if found.status == "closed":  # the customer came back: the chat goes on
-                    pending = connection.scalars(select(Handoff.id).where(
-                        Handoff.conversation_id == conversation_id,
-                        Handoff.resolved_at.is_(None)).limit(1)).first()
+                    pending = self._pending_handoff(connection, conversation_id)
                     connection.execute(update(Conversation)
                                        .where(Conversation.id == conversation_id)
                                        .values(status="handed_off" if pending else "open",
@@ -377,6 +375,15 @@ class ChatService:
             return ended
 
     @staticmethod
+    def _pending_handoff(connection: Connection, conversation_id: str) -> str | None:
+        """The id of the conversation's unresolved hand-over, if there is one."""
+        pending = connection.scalars(
+            select(Handoff.id).where(Handoff.conversation_id == conversation_id,
+                                     Handoff.resolved_at.is_(None)).limit(1)
+        ).first()
+        return None if pending is None else str(pending)
+
+    @staticmethod
     def _open_handoff(connection: Connection, conversation_id: str, reason: str) -> str:
         changed = connection.execute(
             update(Conversation).where(Conversation.id == conversation_id)
@@ -384,12 +391,9 @@ class ChatService:
         ).rowcount
         if not changed:
             raise NotFoundError(f"conversation {conversation_id} does not exist")
-        pending = connection.scalars(
-            select(Handoff.id).where(Handoff.conversation_id == conversation_id,
-                                     Handoff.resolved_at.is_(None)).limit(1)
-        ).first()
+        pending = ChatService._pending_handoff(connection, conversation_id)
         if pending is not None:
-            return str(pending)
+            return pending
         handoff_id = new_id()
         connection.execute(insert(Handoff), [dict(
             id=handoff_id, conversation_id=conversation_id, reason=reason,

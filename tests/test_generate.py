@@ -79,12 +79,21 @@ def test_prompt_lookup_decoding_keeps_the_greedy_answer(tiny_lm_dir: Path,  # no
                                                prompt_lookup_tokens=lookup))
 
     plain, drafted = gen(0), gen(5)
+    drafted.load()
+    # Widths of the forward passes after the prompt's: a pass wider than one token is the
+    # model checking drafted tokens, so the drafted path really ran.
+    widths: list[int] = []
+    drafted.model.register_forward_pre_hook(
+        lambda _m, args, kwargs: widths.append(int(kwargs["input_ids"].shape[1])),
+        with_kwargs=True)
     # A prompt that repeats itself, so the drafts have n-grams to match.
     echo = [{"role": "user", "content": " ".join(["Standard shipping takes 3-5 business days."]
                                                  * 6)}]
     for messages in (MESSAGES, echo):
         expected = plain.generate(messages, max_new_tokens=30)
+        widths.clear()
         assert drafted.generate(messages, max_new_tokens=30).text == expected.text
+        assert max(widths[1:]) > 1
         assert "".join(drafted.stream(messages, max_new_tokens=30)).strip() == expected.text
 
 
