@@ -24,8 +24,8 @@ from typing import Any
 from common import DATASETS, write_csv, write_report  # first: offline environment
 
 from chatbot.config import Settings
-from chatbot.evaluate import eval_retrieval
-from chatbot.finetune_embedder import finetune_embedder
+from chatbot.evaluation.retrieval import eval_retrieval
+from chatbot.training.embedder import finetune_embedder
 
 
 def markdown(results: dict[str, Any]) -> str:

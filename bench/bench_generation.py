@@ -27,10 +27,10 @@ from typing import Any
 
 from common import ROOT, write_report  # first: offline environment
 
-from chatbot import prompt
+from chatbot.answering import prompt
 from chatbot.config import Settings
-from chatbot.eval_answers import rouge_l
-from chatbot.generate import TransformersGenerator
+from chatbot.evaluation.answers import rouge_l
+from chatbot.generation.local import TransformersGenerator, render
 
 TARGETS = {"decode_tokens_per_s": 30.0, "first_token_s": 0.5, "rss_gb": 1.5}
 
@@ -44,7 +44,7 @@ def rss_mb() -> float:
 
 def prompts(settings: Settings, n: int) -> list[list[dict[str, str]]]:
     """Grounded prompts built from the demo knowledge base: three sources and a question."""
-    from chatbot.ingest import load_knowledge_base
+    from chatbot.knowledge.ingest import load_knowledge_base
     from chatbot.types import Hit
 
     faqs = [d for d in load_knowledge_base(settings.knowledge_base) if d.kind == "faq"]
@@ -82,11 +82,11 @@ def _prefix(gen: TransformersGenerator) -> tuple[Any, int]:
     """KV cache of the fixed start of every prompt (system message), computed once."""
     import torch
 
-    text = prompt.render(gen.tokenizer, [{"role": "system", "content": prompt.SYSTEM_PROMPT},
+    text = render(gen.tokenizer, [{"role": "system", "content": prompt.SYSTEM_PROMPT},
                                          {"role": "user", "content": "x"}])
     full = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
     system = [{"role": "system", "content": prompt.SYSTEM_PROMPT}]
-    system_only = gen.tokenizer(prompt.render(gen.tokenizer, system),
+    system_only = gen.tokenizer(render(gen.tokenizer, system),
                                 add_special_tokens=False)["input_ids"]
     n = 0
     while n < min(len(full), len(system_only)) and full[n] == system_only[n]:
@@ -104,7 +104,7 @@ def _generate_with_prefix(gen: TransformersGenerator, messages: list[dict[str, s
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     cache, n_cached = prefix
-    text = prompt.render(gen.tokenizer, messages)
+    text = render(gen.tokenizer, messages)
     ids = gen.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
     times: list[float] = []
 
@@ -133,15 +133,15 @@ SERVING_PROBE = """
 import json, os, sys
 os.environ["HF_HUB_OFFLINE"] = "1"
 from chatbot.config import Settings
-from chatbot.pipeline import build_pipeline
+from chatbot.answering.pipeline import build_pipeline
 s = Settings(torch_threads=int(sys.argv[1]), _env_file=None)
 p = build_pipeline(s)
 try:
     p.answer("where is my order?")
     index = "active index"
 except Exception as error:
-    from chatbot.ingest import load_knowledge_base
-    from chatbot.retrieve import Retriever
+    from chatbot.knowledge.ingest import load_knowledge_base
+    from chatbot.retrieval.search import Retriever
     r = Retriever.from_documents(load_knowledge_base(s.knowledge_base), s)
     p = build_pipeline(s, retriever=r)
     p.answer("where is my order?")

@@ -4,7 +4,7 @@ server, SQLite and PostgreSQL side by side. Writes bench/results/load.json and l
     .venv/bin/python bench/bench_load.py [--quick] [--pipeline real|standin|both]
 
 The server runs in its own process (``create_app`` with the real pipeline from
-``chatbot.pipeline.build_pipeline``, or the deterministic stand-in from tests/standin.py, which
+``chatbot.answering.pipeline.build_pipeline``, or the deterministic stand-in from tests/standin.py, which
 measures the serving and logging layers alone); this process is the loopback client (a minimal
 asyncio HTTP/1.1 client by default, httpx with --client httpx), bounded both in requests and in
 seconds, so it always stops by itself. Each conversation asks several questions in a row,
@@ -48,14 +48,14 @@ sys.path.insert(0, str(ROOT / "tests"))  # the stand-in pipeline lives with the 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SERVER_THREADS = 1
 
-from chatbot.reports import percentile  # noqa: E402  (after the offline environment is set)  # torch threads in the server: concurrency comes from requests, not ops
+from chatbot.conversations.queries import percentile  # noqa: E402  (after the offline environment is set)  # torch threads in the server: concurrency comes from requests, not ops
 
 
 # --- server side (runs in a child process) -----------------------------------------------------
 def make_app() -> Any:
     """uvicorn factory: settings from CHATBOT_* variables, pipeline chosen by BENCH_PIPELINE."""
-    from chatbot.api import create_app
     from chatbot.config import Settings
+    from chatbot.web.app import create_app
 
     settings = Settings()
     pipeline = None
@@ -255,8 +255,8 @@ def check_database(url: str, run: Run) -> dict[str, Any]:
     """The database must hold exactly what was sent: conversations, customer and bot messages."""
     from sqlalchemy import func, select
 
-    from chatbot.db import make_engine
-    from chatbot.models import Conversation, Message
+    from chatbot.conversations.engine import make_engine
+    from chatbot.conversations.models import Conversation, Message
 
     engine = make_engine(url)
     try:
@@ -298,7 +298,7 @@ def knowledge_questions(pipeline: str) -> list[str]:
 
         return [q for _, _, question, _, alts in FAQS for q in (question, *alts)]
     from chatbot.config import Settings
-    from chatbot.ingest import load_knowledge_base
+    from chatbot.knowledge.ingest import load_knowledge_base
 
     docs = load_knowledge_base(Settings().knowledge_base)
     return [d.question for d in docs if d.kind == "faq"]
@@ -306,7 +306,7 @@ def knowledge_questions(pipeline: str) -> list[str]:
 
 def prepare_database(backend: str, tmp: Path) -> tuple[str, str | None]:
     """(url, PostgreSQL schema to drop afterwards) for a blank, migrated database."""
-    from chatbot.db import upgrade
+    from chatbot.conversations.engine import upgrade
 
     if backend == "sqlite":
         url = f"sqlite:///{(tmp / 'load.db').as_posix()}"
@@ -495,7 +495,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
 def ensure_index() -> None:
     """The real pipeline serves the active index under var/; build it once when missing."""
     from chatbot.config import Settings
-    from chatbot.index import active_version, reindex
+    from chatbot.retrieval.index import active_version, reindex
 
     settings = Settings()
     if active_version(settings) is None:
@@ -527,9 +527,9 @@ def main() -> int:
     backends = args.backends.split(",")
     rows: list[dict[str, Any]] = []
     for pipeline, cache in modes:
-        if pipeline == "real" and importlib.util.find_spec("chatbot.pipeline") is None:
+        if pipeline == "real" and importlib.util.find_spec("chatbot.answering.pipeline") is None:
             rows += [{"backend": b, "pipeline": "real", "query_cache": cache,
-                      "skipped": "chatbot.pipeline is not available"} for b in backends]
+                      "skipped": "chatbot.answering.pipeline is not available"} for b in backends]
             continue
         if pipeline == "real":
             ensure_index()

@@ -3,7 +3,7 @@ re-index throughput. Writes bench/results/retrieval.json and retrieval.md.
 
     .venv/bin/python bench/bench_retrieval.py [--quick]
 
-Quality rows come from the same code as `chatbot eval-retrieval` (chatbot.evaluate), with
+Quality rows come from the same code as `chatbot eval-retrieval` (chatbot.evaluation.retrieval), with
 hybrid, dense-only and BM25-only side by side in one run. Timings are reported, never asserted.
 The datasets are read from ../shared/datasets; the sections that need them are skipped (and
 say so) when it is absent.
@@ -31,16 +31,16 @@ from common import DATASETS, RESULTS, ROOT, write_csv, write_report  # first: of
 from tqdm import tqdm
 
 from chatbot.config import Settings
-from chatbot.embed import Embedder
-from chatbot.evaluate import (
+from chatbot.evaluation.retrieval import (
     LabelledText,
     documents_from_rows,
     eval_retrieval,
     read_labelled_csv,
     score_queries,
 )
-from chatbot.index import build_index_data, reindex
-from chatbot.retrieve import Retriever
+from chatbot.retrieval.embed import Embedder
+from chatbot.retrieval.index import build_index_data, reindex
+from chatbot.retrieval.search import Retriever
 
 CACHE = RESULTS / "cache"
 SEED = 13

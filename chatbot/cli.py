@@ -63,7 +63,7 @@ def reindex(
     """Re-read the knowledge base and publish a new index version if anything changed."""
     from tqdm import tqdm
 
-    from chatbot.index import reindex as run_reindex
+    from chatbot.retrieval.index import reindex as run_reindex
 
     settings = _settings()
     bar: tqdm | None = None
@@ -91,7 +91,7 @@ def search(
     mode: str = typer.Option("hybrid", help="hybrid, dense or keyword."),
 ) -> None:
     """Show the top hits for a question with their scores (for debugging retrieval)."""
-    from chatbot.retrieve import Retriever
+    from chatbot.retrieval.search import Retriever
 
     if mode not in ("hybrid", "dense", "keyword"):
         _fail(ChatbotError(f"--mode must be hybrid, dense or keyword, not {mode!r}"))
@@ -123,7 +123,7 @@ def eval_retrieval_command(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the JSON here."),
 ) -> None:
     """Recall@1, recall@k, MRR and latency of retrieval on a labelled CSV pair."""
-    from chatbot.evaluate import eval_retrieval
+    from chatbot.evaluation.retrieval import eval_retrieval
 
     modes = ("hybrid", "dense", "keyword") if mode == "all" else (mode,)
     if any(m not in ("hybrid", "dense", "keyword") for m in modes):
@@ -145,7 +145,7 @@ app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Migrate the database (CHATBOT_DATABASE_URL, default SQLite under var/) to a revision."""
-    from chatbot.db import upgrade
+    from chatbot.conversations.engine import upgrade
 
     settings = _settings()
     try:
@@ -164,14 +164,14 @@ def serve(
     """Migrate the database, build the index if missing, and serve UI, API and widget."""
     import uvicorn
 
-    from chatbot.api import create_app
-    from chatbot.db import upgrade
+    from chatbot.conversations.engine import upgrade
+    from chatbot.web.app import create_app
 
     settings = _settings()
     try:
         upgrade(settings)
         if build_index:
-            from chatbot.index import active_version, reindex
+            from chatbot.retrieval.index import active_version, reindex
 
             if active_version(settings) is None:
                 typer.echo("no index yet: building it from " + str(settings.knowledge_base))
@@ -186,7 +186,7 @@ def serve(
 @app.command()
 def chat() -> None:
     """Chat in the terminal; each reply shows its route, confidence and sources."""
-    from chatbot.pipeline import build_pipeline, terminal_chat
+    from chatbot.answering.pipeline import build_pipeline, terminal_chat
 
     try:
         terminal_chat(build_pipeline(_settings()), input, typer.echo)
@@ -205,8 +205,8 @@ def calibrate(
         "calibrated for CHATBOT_TARGET_PRECISION (used by `make run`)."),
 ) -> None:
     """Pick routing thresholds for CHATBOT_TARGET_PRECISION and store them with the index."""
-    from chatbot.calibrate import calibrate as run_calibrate
-    from chatbot.index import write_thresholds
+    from chatbot.answering.calibrate import calibrate as run_calibrate
+    from chatbot.retrieval.index import write_thresholds
 
     settings = _settings()
     try:
@@ -223,7 +223,7 @@ def calibrate(
 
 def _calibrated(settings: Settings) -> bool:
     """The active version holds thresholds calibrated on it, for the configured precision."""
-    from chatbot.index import active_path
+    from chatbot.retrieval.index import active_path
 
     manifest = json.loads((active_path(settings) / "manifest.json").read_text())
     thresholds = manifest.get("thresholds") or {}
@@ -248,7 +248,7 @@ def eval_routing_command(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the JSON here."),
 ) -> None:
     """Share of in-scope questions answered (correctly) and of off-topic ones declined."""
-    from chatbot.eval_answers import eval_routing
+    from chatbot.evaluation.answers import eval_routing
 
     try:
         result = eval_routing(kb, in_scope, out_of_scope, text_col=text_col, label_col=label_col,
@@ -274,7 +274,7 @@ def eval_answers_command(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the JSON here."),
 ) -> None:
     """ROUGE-L, groundedness, routes, latency and tokens/s of answers against references."""
-    from chatbot.eval_answers import eval_answers
+    from chatbot.evaluation.answers import eval_answers
 
     if mode not in ("pipeline", "generate", "verbatim"):
         _fail(ChatbotError(f"--mode must be pipeline, generate or verbatim, not {mode!r}"))
@@ -303,7 +303,7 @@ app.add_typer(finetune_app, name="finetune")
 def finetune_generator_command(
     output: Path | None = typer.Option(
         None, "--output",
-        help="Where to save (default: the shipped adapter, chatbot/adapters/smollm2-pinecrest)."),
+        help="Where to save (default: the shipped adapter, chatbot/generation/adapters/smollm2-pinecrest)."),
     full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
     steps: int = typer.Option(300, "--steps", min=1, help="Optimizer steps at most."),
     minutes: float = typer.Option(0.0, "--minutes", min=0, help="Training time budget (0: none)."),
@@ -322,7 +322,7 @@ def finetune_generator_command(
                                   "2x faster where the CPU has native bf16: AVX512-BF16, AMX)."),
 ) -> None:
     """LoRA (or full) fine-tuning on the knowledge base's dialogues and FAQs."""
-    from chatbot.finetune import FinetuneConfig, finetune_generator
+    from chatbot.training.generator import FinetuneConfig, finetune_generator
 
     config = FinetuneConfig(full=full, max_steps=steps, time_budget_min=minutes,
                             batch_size=batch_size, lora_r=rank, lora_alpha=2 * rank,
@@ -353,8 +353,8 @@ def finetune_embedder_command(
 ) -> None:
     """Contrastive fine-tuning of the retriever on (question, answer) pairs, recall@1 before
     and after. Use it with CHATBOT_EMBEDDING_MODEL=OUTPUT and `chatbot reindex --full`."""
-    from chatbot.evaluate import read_columns
-    from chatbot.finetune_embedder import finetune_embedder
+    from chatbot.evaluation.retrieval import read_columns
+    from chatbot.training.embedder import finetune_embedder
 
     try:
         rows = None if labelled is None else [

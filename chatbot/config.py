@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     )
     generator_adapter: str = Field(
         "default",
-        description="LoRA adapter folder; 'default' uses the adapter shipped in chatbot/adapters "
+        description="LoRA adapter folder; 'default' uses the adapter shipped in chatbot/generation/adapters "
         "when present, 'none' disables it.",
     )
     generator_url: str = Field(

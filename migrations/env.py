@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from chatbot's Settings, the target from chatbot.models.
+"""Alembic environment: the URL comes from chatbot's Settings, the target from chatbot.conversations.models.
 
 Run through ``chatbot db upgrade`` (which passes its engine in ``config.attributes``) or plain
 ``alembic upgrade head`` from the repository root (which reads CHATBOT_DATABASE_URL / .env).
@@ -12,8 +12,8 @@ from logging.config import fileConfig
 from alembic import context
 
 from chatbot.config import Settings
-from chatbot.db import make_engine
-from chatbot.models import Base
+from chatbot.conversations.engine import make_engine
+from chatbot.conversations.models import Base
 
 config = context.config
 # Only the command-line `alembic` sets up logging from the ini; the app has its own logging.

@@ -82,6 +82,6 @@ def shared_datasets() -> Path:
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
     """The shipped all-MiniLM-L6-v2, loaded once for the session (offline, ~1 s)."""
-    from chatbot.embed import Embedder
+    from chatbot.retrieval.embed import Embedder
 
     return Embedder(Settings(torch_threads=1, _env_file=None))  # type: ignore[call-arg]

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from chatbot.db import make_engine, upgrade
+from chatbot.conversations.engine import make_engine, upgrade
 
 
 def postgres_schema_url(base_url: str, schema: str) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from chatbot.errors import GenerationError
-from chatbot.generate import GenerationResult, GenerationStream
+from chatbot.generation.base import GenerationResult, GenerationStream
 from chatbot.types import Document, Hit, Turn
 
 

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from standin import INDEX_VERSION, StandInPipeline
 
-from chatbot.api import create_app
 from chatbot.config import Settings
 from chatbot.types import Reply, Turn
+from chatbot.web.app import create_app
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
 
@@ -316,7 +316,7 @@ def test_admin_stats(client: TestClient) -> None:
 
 
 class GatedReindexer:
-    """Stands in for chatbot.index.reindex: reports progress, then waits for the test."""
+    """Stands in for chatbot.retrieval.index.reindex: reports progress, then waits for the test."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -360,7 +360,7 @@ def test_admin_reindex_runs_in_background_and_refuses_a_second_one(
 @pytest.mark.slow
 def test_admin_reindex_builds_the_real_index(settings: Settings,
                                              migrated_engine: Engine) -> None:  # noqa: F811
-    from chatbot.index import active_version
+    from chatbot.retrieval.index import active_version
 
     pipeline = StandInPipeline()
     with make_client(settings, migrated_engine, pipeline) as client:

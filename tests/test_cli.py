@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from chatbot.cli import _calibrated, app
 from chatbot.config import Settings
-from chatbot.embed import Embedder
-from chatbot.index import reindex, write_thresholds
+from chatbot.retrieval.embed import Embedder
+from chatbot.retrieval.index import reindex, write_thresholds
 
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""chatbot.db: engines for SQLite (WAL, foreign keys, folder created) and PostgreSQL, schema
+"""chatbot.conversations.engine: engines for SQLite (WAL, foreign keys, folder created) and PostgreSQL, schema
 checks, and that the migrated schema enforces its constraints on both databases."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from chatbot.config import Settings
-from chatbot.db import check_schema, make_engine, make_sessionmaker
+from chatbot.conversations.engine import check_schema, make_engine, make_sessionmaker
+from chatbot.conversations.models import Conversation, Message
 from chatbot.errors import ConfigError
-from chatbot.models import Conversation, Message
 
 
 def test_sqlite_engine_creates_folder_and_sets_wal_and_foreign_keys(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_deleting_a_conversation_cascades_to_messages(migrated_engine: Engine) -
 
 
 def test_timestamps_round_trip_as_utc(migrated_engine: Engine) -> None:  # noqa: F811
-    from chatbot.reports import to_utc
+    from chatbot.conversations.queries import to_utc
 
     sessions = make_sessionmaker(migrated_engine)
     when = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -111,7 +111,7 @@ def test_cli_db_upgrade_migrates_the_configured_database(
     from typer.testing import CliRunner
 
     from chatbot.cli import app
-    from chatbot.db import current_revision
+    from chatbot.conversations.engine import current_revision
 
     monkeypatch.setenv("CHATBOT_VAR_DIR", str(tmp_path / "var"))
     result = CliRunner().invoke(app, ["db", "upgrade"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from chatbot.config import Settings
-from chatbot.embed import Embedder
+from chatbot.retrieval.embed import Embedder
 
 
 class CountingEmbedder(Embedder):

@@ -11,11 +11,11 @@ import pytest
 from tiny_lm import tiny_lm_dir  # noqa: F401  (session fixture)
 from typer.testing import CliRunner
 
-from chatbot.calibrate import calibrate, read_out_of_scope
+from chatbot.answering.calibrate import calibrate, read_out_of_scope
 from chatbot.cli import app
 from chatbot.config import Settings
 from chatbot.errors import IngestError
-from chatbot.eval_answers import eval_answers, eval_routing, rouge_l, spread
+from chatbot.evaluation.answers import eval_answers, eval_routing, rouge_l, spread
 
 OOS = ["what is the capital of mongolia", "who won the football world cup in 1998",
        "recommend a good pizza recipe", "how tall is mount everest",
@@ -134,8 +134,8 @@ def test_calibrate_on_the_tiny_knowledge_base(settings: Settings) -> None:
 
 
 def test_cli_calibrate_stores_thresholds_with_the_index(settings: Settings) -> None:
-    from chatbot.index import reindex
-    from chatbot.retrieve import Retriever
+    from chatbot.retrieval.index import reindex
+    from chatbot.retrieval.search import Retriever
 
     (settings.knowledge_base / "out_of_scope.txt").write_text("\n".join(OOS), encoding="utf-8")
     reindex(settings, progress=False)
@@ -160,7 +160,7 @@ def test_cli_errors_are_one_clean_line(tmp_path: Path) -> None:
 
 
 def test_cli_chat_answers_in_the_terminal(settings: Settings) -> None:
-    from chatbot.index import reindex
+    from chatbot.retrieval.index import reindex
 
     reindex(settings, progress=False)
     env = {"CHATBOT_VAR_DIR": str(settings.var_dir),

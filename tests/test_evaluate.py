@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from chatbot.config import Settings
-from chatbot.embed import Embedder
 from chatbot.errors import IngestError
-from chatbot.evaluate import eval_retrieval
+from chatbot.evaluation.retrieval import eval_retrieval
+from chatbot.retrieval.embed import Embedder
 
 
 def write_csv(

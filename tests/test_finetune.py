@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from tiny_lm import tiny_lm_dir  # noqa: F401  (session fixture)
 
-from chatbot import prompt
+from chatbot.answering import prompt
 from chatbot.config import Settings
-from chatbot.embed import Embedder
-from chatbot.finetune import FinetuneConfig, finetune_generator
-from chatbot.finetune_data import Example, build_examples, encode, split_examples
-from chatbot.generate import TransformersGenerator
-from chatbot.ingest import load_knowledge_base
-from chatbot.retrieve import Retriever
+from chatbot.generation.local import TransformersGenerator
+from chatbot.knowledge.ingest import load_knowledge_base
+from chatbot.retrieval.embed import Embedder
+from chatbot.retrieval.search import Retriever
+from chatbot.training.data import Example, build_examples, encode, split_examples
+from chatbot.training.generator import FinetuneConfig, finetune_generator
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_embedder_finetuning_reports_recall_before_and_after(settings: Settings,
                                                              tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from chatbot.finetune_embedder import finetune_embedder
+    from chatbot.training.embedder import finetune_embedder
 
     s = settings.model_copy(update={"torch_threads": 1})
     out = tmp_path / "emb"
@@ -139,7 +139,7 @@ def test_embedder_finetuning_reports_recall_before_and_after(settings: Settings,
 def test_labelled_pairs_join_texts_of_the_same_label() -> None:
     import random
 
-    from chatbot.finetune_embedder import pairs_from_labelled
+    from chatbot.training.embedder import pairs_from_labelled
 
     rows = [("where is my card", "card"), ("card not here", "card"), ("lost my card", "card"),
             ("what time is it", "time"), ("tell me the time", "time"), ("alone", "solo")]
@@ -151,7 +151,7 @@ def test_labelled_pairs_join_texts_of_the_same_label() -> None:
 
 
 def test_batches_never_pair_a_positive_with_its_twin_and_drop_nothing_that_fits() -> None:
-    from chatbot.finetune_embedder import clash_free_batches
+    from chatbot.training.embedder import clash_free_batches
 
     # Three groups, many pairs each: a batch of 3 can hold one pair of each group.
     pairs = [(f"q{g}{i}", f"a{g}{i}", f"g{g}") for g in range(3) for i in range(4)]

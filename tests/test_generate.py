@@ -15,8 +15,9 @@ from tiny_lm import tiny_lm_dir  # noqa: F401  (session fixture)
 
 from chatbot.config import Settings
 from chatbot.errors import ConfigError, GenerationError, ModelError
-from chatbot.generate import TransformersGenerator, make_generator, resolve_adapter
-from chatbot.generate_http import OpenAIHTTPGenerator
+from chatbot.generation import make_generator
+from chatbot.generation.local import TransformersGenerator, resolve_adapter
+from chatbot.generation.openai_http import OpenAIHTTPGenerator
 
 MESSAGES = [
     {"role": "system", "content": "Answer using only the sources."},
@@ -270,7 +271,7 @@ def test_default_smollm2_converts_once_and_answers(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """The shipped GGUF is converted to an HF folder once, the shipped adapter (when present)
     is merged, and a grounded question gets an answer."""
-    from chatbot.generate import DEFAULT_ADAPTER, default_model_dir
+    from chatbot.generation.local import DEFAULT_ADAPTER, default_model_dir
 
     s = _settings(tmp_path_factory.mktemp("smol"), torch_threads=2)
     gen = TransformersGenerator(s)

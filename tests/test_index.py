@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 
 from chatbot.config import Settings
-from chatbot.embed import Embedder
 from chatbot.errors import IngestError
-from chatbot.index import (
+from chatbot.knowledge.ingest import load_knowledge_base
+from chatbot.retrieval.embed import Embedder
+from chatbot.retrieval.index import (
     active_version,
     build_index_data,
     load_index_data,
     reindex,
     write_thresholds,
 )
-from chatbot.ingest import load_knowledge_base
 
 
 class CountingEmbedder(Embedder):
@@ -113,7 +113,7 @@ def test_failure_while_writing_cleans_up_and_keeps_old_version(
     (settings.knowledge_base / "faq.csv").write_text(
         (settings.knowledge_base / "faq.csv").read_text() + "z-1,misc,New?,Yes.,a | b\n"
     )
-    import chatbot.index as index_module
+    import chatbot.retrieval.index as index_module
 
     def disk_full(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError(28, "No space left on device")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.errors import IngestError
-from chatbot.ingest import ColumnMap, load_file, load_knowledge_base
+from chatbot.knowledge.ingest import ColumnMap, load_file, load_knowledge_base
 
 ROOT = Path(__file__).resolve().parent.parent
 

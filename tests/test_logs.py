@@ -15,10 +15,10 @@ from sqlalchemy import Engine, func, select
 from standin import FALLBACK_TEXT, INDEX_VERSION, StandInPipeline
 
 from chatbot.config import Settings
-from chatbot.db import make_sessionmaker
+from chatbot.conversations.engine import make_sessionmaker
+from chatbot.conversations.models import Handoff, Message, RetrievalHit
+from chatbot.conversations.service import ChatResult, ChatService
 from chatbot.errors import GenerationError, InvalidRequestError, NotFoundError
-from chatbot.logs import ChatResult, ChatService
-from chatbot.models import Handoff, Message, RetrievalHit
 from chatbot.types import Reply, Turn
 
 
@@ -268,7 +268,7 @@ def test_stats_from_a_known_log(service: ChatService) -> None:
 
 
 def test_percentile_interpolates_like_percentile_cont() -> None:
-    from chatbot.reports import percentile
+    from chatbot.conversations.queries import percentile
 
     assert percentile([], 0.5) is None
     assert percentile([10.0, 20.0, 30.0, 40.0], 0.5) == 25.0

@@ -1,4 +1,4 @@
-"""Migrations own the schema: `upgrade head` on a blank database matches chatbot.models exactly,
+"""Migrations own the schema: `upgrade head` on a blank database matches chatbot.conversations.models exactly,
 and `downgrade base` removes every table, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -9,8 +9,14 @@ from alembic.script import ScriptDirectory
 from dbfixtures import database_url  # noqa: F401
 from sqlalchemy import inspect, text
 
-from chatbot.db import alembic_config, current_revision, downgrade, make_engine, upgrade
-from chatbot.models import Base
+from chatbot.conversations.engine import (
+    alembic_config,
+    current_revision,
+    downgrade,
+    make_engine,
+    upgrade,
+)
+from chatbot.conversations.models import Base
 
 TABLES = {"conversations", "messages", "retrieval_hits", "feedback", "handoffs"}
 

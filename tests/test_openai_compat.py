@@ -16,9 +16,9 @@ from dbfixtures import database_url, migrated_engine  # noqa: F401
 from sqlalchemy import Engine
 from standin import StandInPipeline
 
-from chatbot.api import create_app
 from chatbot.config import Settings
-from chatbot.logs import ChatService
+from chatbot.conversations.service import ChatService
+from chatbot.web.app import create_app
 
 
 @dataclass

@@ -9,11 +9,11 @@ import pytest
 from standin_stages import DIALOGUE, RETURNS, SHIPPING, StandInGenerator, StandInRetriever, hit
 from tiny_lm import tiny_lm_dir  # noqa: F401  (session fixture)
 
-from chatbot import prompt
+from chatbot.answering import prompt
+from chatbot.answering.pipeline import build_pipeline
 from chatbot.config import Settings
 from chatbot.errors import InvalidRequestError
-from chatbot.generate import TransformersGenerator
-from chatbot.pipeline import build_pipeline
+from chatbot.generation.local import TransformersGenerator
 from chatbot.types import Reply, Route, Turn
 
 THRESHOLDS = {"answer": 0.6, "faq": 0.85, "support": 0.5, "source": "test"}
@@ -150,7 +150,7 @@ def test_tiny_real_model_end_to_end(settings: Settings, tiny_lm_dir: Path) -> No
 
 
 def test_real_index_answers_an_faq_verbatim(settings: Settings) -> None:
-    from chatbot.index import reindex
+    from chatbot.retrieval.index import reindex
 
     reindex(settings, progress=False)
     pipeline = build_pipeline(settings, generator=StandInGenerator("unused"))
@@ -165,7 +165,7 @@ def test_real_index_answers_an_faq_verbatim(settings: Settings) -> None:
 
 
 def test_terminal_chat_shows_route_confidence_and_sources(settings: Settings) -> None:
-    from chatbot.pipeline import terminal_chat
+    from chatbot.answering.pipeline import terminal_chat
 
     pipeline, retriever, _ = _pipeline(settings)
     inputs = iter(["how long is shipping", "", "weather in bend?", "quit"])

@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 from standin_stages import DIALOGUE, RETURNS, SHIPPING, hit
 
-from chatbot import prompt
-from chatbot.calibrate import calibrate_support, pick_threshold, pick_thresholds, route_metrics
-from chatbot.config import Settings
-from chatbot.policy import (
+from chatbot.answering import prompt
+from chatbot.answering.calibrate import (
+    calibrate_support,
+    pick_threshold,
+    pick_thresholds,
+    route_metrics,
+)
+from chatbot.answering.policy import (
     DEFAULT_THRESHOLDS,
     Policy,
     SentenceGate,
@@ -18,6 +22,7 @@ from chatbot.policy import (
     consecutive_fallbacks,
     support_check,
 )
+from chatbot.config import Settings
 from chatbot.types import Route, Turn
 
 TH = Thresholds(answer=0.6, faq=0.85, support=0.5, source="test")

@@ -8,11 +8,11 @@ import time
 import pytest
 
 from chatbot.config import Settings
-from chatbot.embed import Embedder
 from chatbot.errors import IndexNotReadyError
-from chatbot.index import reindex
-from chatbot.ingest import load_knowledge_base
-from chatbot.retrieve import Retriever
+from chatbot.knowledge.ingest import load_knowledge_base
+from chatbot.retrieval.embed import Embedder
+from chatbot.retrieval.index import reindex
+from chatbot.retrieval.search import Retriever
 from chatbot.types import Turn
 
 

@@ -1,6 +1,6 @@
 """Browser tests: the widget on the example page and the Gradio chat, in headless Chromium.
 
-A real uvicorn server runs ``chatbot.api.create_app`` with the stand-in pipeline and a temporary
+A real uvicorn server runs ``chatbot.web.app.create_app`` with the stand-in pipeline and a temporary
 SQLite database migrated by Alembic; Debian's chromium (never a downloaded browser) is driven by
 Playwright. The tests check what a customer sees and what the database then holds, and leave
 screenshots in bench/results/ (widget.png, widget_phone.png, gradio_chat.png, gradio_admin.png).
@@ -23,8 +23,8 @@ import pytest
 from sqlalchemy import select
 
 from chatbot.config import Settings
-from chatbot.logs import ChatService
-from chatbot.models import Conversation, Feedback, Handoff, Message
+from chatbot.conversations.models import Conversation, Feedback, Handoff, Message
+from chatbot.conversations.service import ChatService
 
 pytestmark = pytest.mark.browser
 
@@ -46,7 +46,7 @@ class Live:
 
 
 class StandInReindexer:
-    """Stands in for chatbot.index.reindex (same call) so the admin tab's re-index button can
+    """Stands in for chatbot.retrieval.index.reindex (same call) so the admin tab's re-index button can
     be tested without embedding models: it reports progress in steps, then a new version."""
 
     def __init__(self) -> None:
@@ -54,7 +54,7 @@ class StandInReindexer:
 
     def __call__(self, settings: Settings, *, full: bool = False, progress: Any = True,
                  embedder: Any = None) -> Any:
-        from chatbot.index import ReindexReport
+        from chatbot.retrieval.index import ReindexReport
 
         self.calls.append(full)
         for done in range(1, 4):
@@ -100,8 +100,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, playwright_api: Any) -> Itera
     import uvicorn
     from standin import StandInPipeline
 
-    from chatbot.api import create_app
-    from chatbot.db import upgrade
+    from chatbot.conversations.engine import upgrade
+    from chatbot.web.app import create_app
 
     root = tmp_path_factory.mktemp("ui")
     settings = Settings(var_dir=root / "var", knowledge_base=root / "kb",

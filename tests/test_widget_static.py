@@ -95,8 +95,8 @@ def test_every_api_path_the_widget_calls_exists_in_the_app(widget_js: str,
                                                            settings: Settings) -> None:
     from standin import StandInPipeline
 
-    from chatbot.api import create_app
-    from chatbot.db import upgrade
+    from chatbot.conversations.engine import upgrade
+    from chatbot.web.app import create_app
 
     upgrade(settings)
     app = create_app(settings, pipeline=StandInPipeline(), mount_ui=False)

@@ -7,4 +7,4 @@ Importing this package loads nothing heavy; ``ui.gradio_app`` imports Gradio whe
 from pathlib import Path
 
 WIDGET_DIR = Path(__file__).resolve().parent / "widget"
-"""Folder of widget.js, widget.css and example.html (served at /widget/ by chatbot.api)."""
+"""Folder of widget.js, widget.css and example.html (served at /widget/ by chatbot.web.app)."""

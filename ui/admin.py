@@ -17,9 +17,9 @@ from typing import Any
 import gradio as gr
 
 from chatbot.config import Settings
+from chatbot.conversations.queries import ConversationView
+from chatbot.conversations.service import ChatService
 from chatbot.errors import ChatbotError, ConflictError
-from chatbot.logs import ChatService
-from chatbot.reports import ConversationView
 from ui.text import bot_markdown, literal_markdown, millis, number, percent
 
 log = logging.getLogger(__name__)

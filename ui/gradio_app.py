@@ -8,7 +8,7 @@ never to the database or the pipeline directly, so every answer is logged like a
 Customers see friendly sentences; stack traces go to the log only. Every text shown in a
 Chatbot passes through ``ui.text`` first, so nothing a customer types is rendered as HTML.
 
-``mount_ui(app, service, settings)`` is how ``chatbot.api.create_app`` mounts the page: since
+``mount_ui(app, service, settings)`` is how ``chatbot.web.app.create_app`` mounts the page: since
 Gradio 6 the theme and CSS are given when mounting, not to ``gr.Blocks``.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 import gradio as gr
 
 from chatbot.config import Settings
+from chatbot.conversations.service import ChatResult, ChatService, sources
 from chatbot.errors import ChatbotError, InvalidRequestError, NotFoundError
-from chatbot.logs import ChatResult, ChatService, sources
 from ui.admin import build_admin_tab
 from ui.text import answer_markdown, bot_markdown, literal_markdown
 

@@ -1,0 +1,113 @@
+"""Prompt text: every sentence the bot says on its own, and how a grounded prompt is built.
+
+All wording lives here so product people can review it in one place, and so fine-tuning
+(``chatbot.training.generator``) trains on exactly the prompt the server sends. A prompt is a list of
+chat messages (``{"role": ..., "content": ...}``); the model's own chat template turns it
+into tokens (``chatbot.generation.local.render``), so any instruct model works without code changes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from chatbot.generation.base import Message
+from chatbot.types import Hit, Turn
+
+# --- the bot's own sentences -------------------------------------------------------------------
+
+SYSTEM_PROMPT = (
+    "You are a customer-service assistant for an online store. Answer the customer's last "
+    "message using only the numbered sources below. Cite every source you use as [n]. If the "
+    "sources do not answer the question, say you are not sure and offer to connect the "
+    "customer with a human agent. Be brief, friendly and specific."
+)
+
+FALLBACK_TEXT = (
+    "I'm not sure I can answer that correctly, and I'd rather not guess. "
+    "Would you like me to connect you with a member of our support team?"
+)
+
+# Used when retrieval found related material but the generated answer did not hold up.
+UNSUPPORTED_TEXT = (
+    "I found some related information but I'm not confident it answers your question. "
+    "Would you like me to connect you with a member of our support team?"
+)
+
+HANDOFF_TEXT = (
+    "I'm connecting you with a member of our support team. They can see this conversation, "
+    "so you won't need to repeat yourself."
+)
+
+HANDOFF_AFTER_FALLBACKS_TEXT = (
+    "I'm sorry I couldn't help with this. I'm passing your conversation to a member of our "
+    "support team, who will pick it up from here."
+)
+
+# --- limits that keep the prompt short ----------------------------------------------------------
+# Why these sizes: SmolLM2-135M decodes ~20 tokens/s on 2 cores and prefill cost grows with the
+# prompt, so three sources of <= 600 characters (~150 tokens each) plus two exchanges of history
+# keep a typical prompt near 300-500 tokens, i.e. a first token in well under a second.
+MAX_SOURCES = 3
+MAX_SOURCE_CHARS = 600
+HISTORY_TURNS = 4  # last messages (customer + agent) shown to the model
+MAX_TURN_CHARS = 300
+
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut + " ..."
+
+
+def format_source(n: int, hit: Hit) -> str:
+    """One numbered source: an FAQ as question/answer, a past dialogue turn as an exchange."""
+    doc = hit.document
+    if doc.kind == "dialogue":
+        body = f"Customer: {_clip(doc.question, 200)}\nAgent: {_clip(doc.answer, MAX_SOURCE_CHARS)}"
+    else:
+        body = f"Q: {_clip(doc.question, 200)}\nA: {_clip(doc.answer, MAX_SOURCE_CHARS)}"
+    return f"[{n}] {body}"
+
+
+def format_sources(hits: Sequence[Hit]) -> str:
+    if not hits:
+        return "(no sources found)"
+    return "\n\n".join(format_source(i, h) for i, h in enumerate(hits[:MAX_SOURCES], start=1))
+
+
+def build_messages(
+    question: str, sources: Sequence[Hit], history: Sequence[Turn] = ()
+) -> list[Message]:
+    """The grounded prompt: instructions, the last turns as chat messages, then the numbered
+    sources and the customer's question in the final user message."""
+    messages: list[Message] = [{"role": "system", "content": SYSTEM_PROMPT}]
+    recent = list(history)[-HISTORY_TURNS:] if HISTORY_TURNS else []
+    # A chat template expects the conversation to start with the user; drop a leading agent turn.
+    while recent and recent[0].role != "customer":
+        recent.pop(0)
+    for turn in recent:
+        role = "user" if turn.role == "customer" else "assistant"
+        messages.append({"role": role, "content": _clip(turn.text, MAX_TURN_CHARS)})
+    user = f"Sources:\n{format_sources(sources)}\n\nCustomer: {question.strip()}"
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+def cited_numbers(text: str, n_sources: int) -> list[int]:
+    """The source numbers an answer cites, in order of first appearance, valid ones only."""
+    seen: list[int] = []
+    for match in _CITATION.finditer(text):
+        n = int(match.group(1))
+        if 1 <= n <= n_sources and n not in seen:
+            seen.append(n)
+    return seen
+
+
+def strip_citations(text: str) -> str:
+    """The answer without its [n] markers (for comparing with references and sources)."""
+    return re.sub(r"\s*\[\d{1,2}\]", "", text).strip()
