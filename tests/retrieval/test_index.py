@@ -177,5 +177,5 @@ def test_index_dir_layout_is_what_the_readme_documents(
         "bm25",
     }
     assert Path(settings.resolved_index_dir / "ACTIVE").read_text() == report.version
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert all(f"`{name}" in readme for name in files | {"ACTIVE"})

@@ -12,7 +12,7 @@ import pytest
 
 from chatbot.config import Settings
 
-WIDGET = Path(__file__).resolve().parent.parent / "ui" / "widget"
+WIDGET = Path(__file__).resolve().parents[2] / "ui" / "widget"
 
 
 def _code(path: Path) -> str:

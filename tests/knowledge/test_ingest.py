@@ -10,7 +10,7 @@ import pytest
 from chatbot.errors import IngestError
 from chatbot.knowledge.ingest import ColumnMap, load_file, load_knowledge_base
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(path: Path, text: str | bytes) -> Path:
