@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run serve index test bench lint browser clean
+.PHONY: install run serve index test bench screenshots lint browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,9 +44,14 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) screenshots
 	$(BIN)/chatbot reindex
 	$(BIN)/python bench/run_all.py
+
+# The README's screenshots: the browser tests, saving into bench/results/ (tests alone never
+# write to tracked files).
+screenshots: $(STAMP) browser
+	$(BIN)/python -m pytest -q -m browser --screenshots bench/results
 
 lint: $(STAMP)
 	$(BIN)/ruff check chatbot tests bench ui migrations

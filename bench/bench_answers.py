@@ -33,9 +33,9 @@ from common import DATASETS, RESULTS, write_csv, write_report  # first: offline 
 from chatbot.answering.calibrate import CachingEmbedder
 from chatbot.config import Settings
 from chatbot.evaluation.answers import eval_answers, eval_routing_targets
+from chatbot.evaluation.datasets import bitext_split
 from chatbot.generation.local import DEFAULT_ADAPTER
 from chatbot.retrieval.embed import Embedder
-from chatbot.training.data import bitext_split
 
 
 def clinc(settings: Settings, embedder: Any, tmp: Path) -> dict[str, Any]:
@@ -98,7 +98,8 @@ def markdown(results: dict[str, Any]) -> str:
                   "oos_test)", "",
                   "Target: `oos_fallback` ≥ 0.75 with `in_scope_answered` ≥ 0.90 (BERT with a "
                   "threshold, Larson et al. 2019: 52% out-of-scope recall). \"Uncalibrated "
-                  "defaults\" are the thresholds shipped in `chatbot.answering.policy.DEFAULT_THRESHOLDS` "
+                  "defaults\" are the thresholds shipped in "
+                  "`chatbot.answering.policy.DEFAULT_THRESHOLDS` "
                   "(calibrated on the demo knowledge base, not on CLINC150).", "",
                   "| thresholds | answer / faq | in_scope_answered | in_scope_correct | "
                   "oos_fallback |", "|---|---|---|---|---|"]

@@ -29,7 +29,7 @@ from common import ROOT, write_report  # first: offline environment
 
 from chatbot.answering import prompt
 from chatbot.config import Settings
-from chatbot.evaluation.answers import rouge_l
+from chatbot.evaluation.metrics import rouge_l
 from chatbot.generation.local import TransformersGenerator, render
 
 TARGETS = {"decode_tokens_per_s": 30.0, "first_token_s": 0.5, "rss_gb": 1.5}

@@ -4,7 +4,8 @@ server, SQLite and PostgreSQL side by side. Writes bench/results/load.json and l
     .venv/bin/python bench/bench_load.py [--quick] [--pipeline real|standin|both]
 
 The server runs in its own process (``create_app`` with the real pipeline from
-``chatbot.answering.pipeline.build_pipeline``, or the deterministic stand-in from tests/standin.py, which
+``chatbot.answering.pipeline.build_pipeline``, or the deterministic stand-in from tests/standin.py,
+which
 measures the serving and logging layers alone); this process is the loopback client (a minimal
 asyncio HTTP/1.1 client by default, httpx with --client httpx), bounded both in requests and in
 seconds, so it always stops by itself. Each conversation asks several questions in a row,
@@ -48,7 +49,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the stand-in pipeline lives with the 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SERVER_THREADS = 1
 
-from chatbot.conversations.queries import percentile  # noqa: E402  (after the offline environment is set)  # torch threads in the server: concurrency comes from requests, not ops
+import numpy as np  # noqa: E402  (after the offline environment is set)  # torch threads in the server: concurrency comes from requests, not ops
 
 
 # --- server side (runs in a child process) -----------------------------------------------------
@@ -385,7 +386,8 @@ def run_one(backend: str, pipeline: str, cache: bool,
     if schema:
         drop_schema(schema)
     ok, error_count = len(measured), sum(errors.values())
-    p50, p95, p99 = (percentile(measured, q) for q in (0.5, 0.95, 0.99))
+    p50, p95, p99 = (np.percentile(measured, [50, 95, 99]).tolist() if measured
+                     else (None, None, None))
     return {
         "backend": backend, "pipeline": pipeline, "query_cache": cache,
         "workers": args.workers, "concurrency": args.concurrency,

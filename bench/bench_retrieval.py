@@ -3,7 +3,8 @@ re-index throughput. Writes bench/results/retrieval.json and retrieval.md.
 
     .venv/bin/python bench/bench_retrieval.py [--quick]
 
-Quality rows come from the same code as `chatbot eval-retrieval` (chatbot.evaluation.retrieval), with
+Quality rows come from the same code as `chatbot eval-retrieval` (chatbot.evaluation.retrieval),
+with
 hybrid, dense-only and BM25-only side by side in one run. Timings are reported, never asserted.
 The datasets are read from ../shared/datasets; the sections that need them are skipped (and
 say so) when it is absent.
@@ -16,13 +17,11 @@ import csv
 import json
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,13 @@ from common import DATASETS, RESULTS, ROOT, write_csv, write_report  # first: of
 from tqdm import tqdm
 
 from chatbot.config import Settings
-from chatbot.evaluation.retrieval import (
+from chatbot.evaluation.datasets import (
     LabelledText,
+    bitext_split,
     documents_from_rows,
-    eval_retrieval,
     read_labelled_csv,
-    score_queries,
 )
+from chatbot.evaluation.retrieval import eval_retrieval, score_queries
 from chatbot.retrieval.embed import Embedder
 from chatbot.retrieval.index import build_index_data, reindex
 from chatbot.retrieval.search import Retriever
@@ -51,22 +50,14 @@ def write_labelled(path: Path, rows: list[tuple[str, str]]) -> Path:
     return write_csv(path, ["text", "label"], rows)
 
 
-def bitext_split(tmp: Path) -> tuple[Path, Path]:
-    """80% of each intent indexed, the other 20% as queries (seeded)."""
-    source = next((DATASETS / "bitext").glob("*.csv"))
-    by_intent: dict[str, list[str]] = defaultdict(list)
-    with source.open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            by_intent[row["intent"]].append(row["instruction"])
-    rng = random.Random(SEED)
-    train, test = [], []
-    for intent, texts in sorted(by_intent.items()):
-        rng.shuffle(texts)
-        cut = int(round(len(texts) * 0.8))
-        train += [(t, intent) for t in texts[:cut]]
-        test += [(t, intent) for t in texts[cut:]]
-    return (write_labelled(tmp / "bitext_train.csv", train),
-            write_labelled(tmp / "bitext_test.csv", test))
+def bitext_labelled(tmp: Path) -> tuple[Path, Path]:
+    """Bitext's seeded 80/20 split (the one the fine-tuning commands train on the 80% of): the
+    80% indexed, the 20% asked."""
+    train, test = bitext_split(next((DATASETS / "bitext").glob("*.csv")))
+    return (write_labelled(tmp / "bitext_train.csv",
+                           [(r["instruction"], r["intent"]) for r in train]),
+            write_labelled(tmp / "bitext_test.csv",
+                           [(r["instruction"], r["intent"]) for r in test]))
 
 
 def clinc_split(tmp: Path, train_part: str = "train", test_part: str = "test") -> tuple[Path, Path]:
@@ -81,7 +72,7 @@ def quality(settings: Settings, embedder: Embedder, tmp: Path, quick: bool) -> d
     out: dict[str, Any] = {}
     modes = ("hybrid", "dense", "keyword")
     for name, (kb, queries) in {
-        "bitext": bitext_split(tmp),
+        "bitext": bitext_labelled(tmp),
         "clinc150": clinc_split(tmp),
     }.items():
         if quick:

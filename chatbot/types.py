@@ -111,7 +111,8 @@ class Reply:
 
 
 class AnswerPipeline(Protocol):
-    """What the serving layer needs from the answer pipeline. ``chatbot.answering.pipeline.Pipeline``
+    """What the serving layer needs from the answer pipeline.
+    ``chatbot.answering.pipeline.Pipeline``
     implements it; tests pass a small deterministic stand-in with the same methods."""
 
     @property

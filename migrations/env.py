@@ -1,4 +1,5 @@
-"""Alembic environment: the URL comes from chatbot's Settings, the target from chatbot.conversations.models.
+"""Alembic environment: the URL comes from chatbot's Settings, the target from
+chatbot.conversations.models.
 
 Run through ``chatbot db upgrade`` (which passes its engine in ``config.attributes``) or plain
 ``alembic upgrade head`` from the repository root (which reads CHATBOT_DATABASE_URL / .env).

@@ -42,6 +42,23 @@ TINY_DIALOGUES = (
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--screenshots", metavar="DIR", default=None,
+        help="Keep the browser tests' screenshots in DIR (`make screenshots` uses bench/results); "
+        "by default they go to a temporary folder, so tests never touch tracked files.")
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the browser tests save their screenshots (see ``--screenshots``)."""
+    chosen = request.config.getoption("--screenshots")
+    path = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture
 def tiny_kb(tmp_path: Path) -> Path:
     """A small knowledge base folder: five FAQs in CSV and two dialogues."""

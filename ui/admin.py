@@ -17,8 +17,8 @@ from typing import Any
 import gradio as gr
 
 from chatbot.config import Settings
-from chatbot.conversations.queries import ConversationView
 from chatbot.conversations.service import ChatService
+from chatbot.conversations.views import ConversationView
 from chatbot.errors import ChatbotError, ConflictError
 from ui.text import bot_markdown, literal_markdown, millis, number, percent
 

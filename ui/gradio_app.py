@@ -21,7 +21,8 @@ from typing import Any
 import gradio as gr
 
 from chatbot.config import Settings
-from chatbot.conversations.service import ChatResult, ChatService, sources
+from chatbot.conversations.service import ChatResult, ChatService
+from chatbot.conversations.views import sources
 from chatbot.errors import ChatbotError, InvalidRequestError, NotFoundError
 from ui.admin import build_admin_tab
 from ui.text import answer_markdown, bot_markdown, literal_markdown

@@ -42,7 +42,7 @@ def bot_markdown(text: str) -> str:
 
 
 def answer_markdown(reply_text: str, sources: Iterable[Any]) -> str:
-    """An answer followed by its numbered sources (``Source`` objects from chatbot.conversations.service)."""
+    """An answer followed by its numbered sources (``chatbot.conversations.views.Source``)."""
     parts = [bot_markdown(reply_text)]
     lines = []
     for source in sources:

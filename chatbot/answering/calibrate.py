@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from chatbot.answering import grounding, prompt
 from chatbot.answering import policy as pol
-from chatbot.answering import prompt
 from chatbot.config import Settings
 from chatbot.errors import ConfigError, IngestError
 from chatbot.retrieval.embed import Embedder
@@ -154,13 +153,13 @@ def calibrate_support(in_hits: Sequence[Sequence[Hit]], in_labels: Sequence[str]
     for hits, _label in zip(in_hits, in_labels, strict=True):
         sources = list(hits[: prompt.MAX_SOURCES])
         source_labels = {label_of(h) for h in sources}
-        vocabulary = pol.source_vocabulary(sources)
+        vocabulary = grounding.source_vocabulary(sources)
         for _ in range(20):  # find an answer that none of the sources is about
             other_label, other_answer = answers[rng.randrange(len(answers))]
             if other_label not in source_labels:
                 break
-        for sentence in pol.sentences(other_answer):
-            value = pol.sentence_coverage(sentence, vocabulary)
+        for sentence in grounding.sentences(other_answer):
+            value = grounding.sentence_coverage(sentence, vocabulary)
             if value is not None:
                 coverage.append(value)
     if not coverage:
@@ -208,12 +207,6 @@ def route_metrics(in_hits: Sequence[Sequence[Hit]], in_labels: Sequence[str],
     }
 
 
-def _search_all(retriever: Any, texts: Sequence[str], k: int, desc: str,
-                progress: bool) -> list[list[Hit]]:
-    return [retriever.search(t, k=k) for t in tqdm(texts, desc=desc, disable=not progress,
-                                                     leave=False)]
-
-
 Fold = tuple[list[Document], list[tuple[str, str]]]
 
 
@@ -240,7 +233,7 @@ def calibrate(settings: Settings, *, embedder: Embedder | None = None, progress:
     """Calibrate on the knowledge base in ``settings``; returns (thresholds, report). The caller
     stores the thresholds with the index (``chatbot.retrieval.index.write_thresholds``)."""
     from chatbot.knowledge.ingest import load_knowledge_base
-    from chatbot.retrieval.search import Retriever
+    from chatbot.retrieval.search import Retriever, search_all
 
     kb = settings.knowledge_base
     oos_path = out_of_scope or (kb if kb.is_dir() else kb.parent) / "out_of_scope.txt"
@@ -257,11 +250,12 @@ def calibrate(settings: Settings, *, embedder: Embedder | None = None, progress:
     in_texts: list[str] = []
     for j, (docs, held) in enumerate(folds):
         retriever = Retriever.from_documents(docs, settings, cached)  # type: ignore[arg-type]
-        in_hits += _search_all(retriever, [q for q, _ in held], k, f"fold {j + 1}", progress)
+        in_hits += search_all(retriever, [q for q, _ in held], k=k, desc=f"fold {j + 1}",
+                              progress=progress)
         in_labels += [r for _, r in held]
         in_texts += [q for q, _ in held]
     full = Retriever.from_documents(documents, settings, cached)  # type: ignore[arg-type]
-    out_hits = _search_all(full, oos, k, "out of scope", progress)
+    out_hits = search_all(full, oos, k=k, desc="out of scope", progress=progress)
 
     def label_of(hit: Hit) -> str:
         return hit.document.record_id

@@ -17,7 +17,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from chatbot.answering import prompt
-from chatbot.answering.policy import Decision, Policy, SentenceGate, Thresholds
+from chatbot.answering.grounding import SentenceGate
+from chatbot.answering.inputs import check_message
+from chatbot.answering.policy import Decision, Policy, Thresholds
 from chatbot.config import Settings
 from chatbot.errors import GenerationError, InvalidRequestError
 from chatbot.generation import make_generator
@@ -62,15 +64,9 @@ class Pipeline:
         return reply
 
     def check_question(self, question: str) -> str:
-        text = (question or "").strip()
-        if not text:
-            raise InvalidRequestError("the message is empty: type a question", field="message")
-        limit = self.settings.max_message_chars
-        if len(text) > limit:
-            raise InvalidRequestError(
-                f"the message has {len(text)} characters, more than the {limit} allowed: "
-                "shorten it or split it into several messages", field="message")
-        return text
+        """The question without surrounding whitespace; raises ``InvalidRequestError`` by the
+        one message rule (``chatbot.answering.inputs``)."""
+        return check_message(question, self.settings.max_message_chars)
 
     def stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[str | Reply]:
         """Text deltas as they are produced, then exactly one Reply whose text equals them."""

@@ -1,9 +1,10 @@
 """Prompt text: every sentence the bot says on its own, and how a grounded prompt is built.
 
 All wording lives here so product people can review it in one place, and so fine-tuning
-(``chatbot.training.generator``) trains on exactly the prompt the server sends. A prompt is a list of
-chat messages (``{"role": ..., "content": ...}``); the model's own chat template turns it
-into tokens (``chatbot.generation.local.render``), so any instruct model works without code changes.
+(``chatbot.training.generator``) trains on exactly the prompt the server sends. A prompt is a
+list of chat messages (``{"role": ..., "content": ...}``); the model's own chat template turns
+it into tokens (``chatbot.generation.local.render``), so any instruct model works without code
+changes. The ``[n]`` citation pattern (``CITATION``) is defined here once.
 """
 
 from __future__ import annotations
@@ -44,6 +45,27 @@ HANDOFF_AFTER_FALLBACKS_TEXT = (
     "support team, who will pick it up from here."
 )
 
+# For a frustrated customer (``chatbot.answering.signals``). They are already contacting us, so
+# these never say "contact us" or send them to email or the phone; they acknowledge, and offer a
+# person straight away, without promising when the person will answer.
+FRUSTRATED_ACK = "I'm sorry this has been frustrating."  # before an answer the bot can give
+FRUSTRATED_OFFER = (  # after that answer
+    "If you'd rather sort this out with a person, just say so and I'll bring in a member of our "
+    "support team; they'll see this conversation, so you won't need to repeat anything."
+)
+# Instead of the fallback when the bot cannot answer a frustrated customer.
+FRUSTRATED_TEXT = (
+    "I'm sorry this has been frustrating, and I don't want to keep you going round in circles. "
+    "Would you like me to bring in a member of our support team? They'll see this whole "
+    "conversation, so you won't need to repeat anything."
+)
+# A strongly frustrated customer is handed over at once, marked as a priority.
+FRUSTRATED_HANDOFF_TEXT = (
+    "I'm sorry this has been so frustrating. I'm passing your conversation to a member of our "
+    "support team as a priority; they can see everything you've told me, so you won't need to "
+    "explain it again."
+)
+
 # --- limits that keep the prompt short ----------------------------------------------------------
 # Why these sizes: SmolLM2-135M decodes ~20 tokens/s on 2 cores and prefill cost grows with the
 # prompt, so three sources of <= 600 characters (~150 tokens each) plus two exchanges of history
@@ -53,7 +75,11 @@ MAX_SOURCE_CHARS = 600
 HISTORY_TURNS = 4  # last messages (customer + agent) shown to the model
 MAX_TURN_CHARS = 300
 
-_CITATION = re.compile(r"\[(\d{1,2})\]")
+# The one pattern of a citation marker, "[n]" with a 1-2 digit source number (group 1). The
+# support check (``chatbot.answering.grounding``) builds its sentence boundary from it too.
+CITATION = re.compile(r"\[(\d{1,2})\]")
+# A marker with the space before it, so "days [1]." becomes "days.".
+_SPACED_CITATION = re.compile(r"\s*" + CITATION.pattern)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -101,7 +127,7 @@ def build_messages(
 def cited_numbers(text: str, n_sources: int) -> list[int]:
     """The source numbers an answer cites, in order of first appearance, valid ones only."""
     seen: list[int] = []
-    for match in _CITATION.finditer(text):
+    for match in CITATION.finditer(text):
         n = int(match.group(1))
         if 1 <= n <= n_sources and n not in seen:
             seen.append(n)
@@ -110,4 +136,4 @@ def cited_numbers(text: str, n_sources: int) -> list[int]:
 
 def strip_citations(text: str) -> str:
     """The answer without its [n] markers (for comparing with references and sources)."""
-    return re.sub(r"\s*\[\d{1,2}\]", "", text).strip()
+    return _SPACED_CITATION.sub("", text).strip()

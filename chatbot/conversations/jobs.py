@@ -1,8 +1,10 @@
 """Background re-index job: one at a time per process, with progress the admin can poll.
 
-Owns the thread that runs ``chatbot.retrieval.index.reindex`` for the admin API and the admin tab, and
-then tells the serving pipeline to ``reload()`` the new active version. Both edges share the
-job through ``ChatService`` so a second click while one runs gets a clear "already running".
+Owns the thread that runs ``chatbot.retrieval.index.reindex`` for the admin API and the admin
+tab, and then tells the serving pipeline to ``reload()`` the new active version. Both edges
+share the job through ``ChatService`` so a second click while one runs gets a clear "already
+running".
+``ReindexStatus`` is the one shape of its progress: the admin API returns it as it is.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from chatbot.config import Settings
 from chatbot.errors import ConflictError
@@ -25,21 +28,24 @@ JobState = Literal["idle", "running", "done", "failed"]
 Reindexer = Callable[..., Any]
 
 
-@dataclass(frozen=True)
-class ReindexStatus:
-    """A snapshot of the re-index job. ``done``/``total`` count embedded phrasings."""
+class ReindexStatus(BaseModel):
+    """A snapshot of the re-index job; done and total count embedded phrasings."""
+
+    # The admin API returns it as it is: every field is always there, defaulted or not.
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
 
     state: JobState = "idle"
     stage: str = ""
     done: int = 0
     total: int = 0
+    full: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    full: bool = False
-    report: dict[str, Any] | None = None
     summary: str = ""
+    report: dict[str, Any] | None = None
     error: str | None = None
 
+    @computed_field  # type: ignore[prop-decorator]  # pydantic documents this pattern
     @property
     def fraction(self) -> float:
         if self.state == "done":
@@ -55,7 +61,8 @@ class ReindexJob:
     ) -> None:
         self._settings = settings
         self._pipeline = pipeline
-        self._reindexer = reindexer  # None: chatbot.retrieval.index.reindex, imported when first used
+        # None: chatbot.retrieval.index.reindex, imported when first used
+        self._reindexer = reindexer
         self._lock = threading.Lock()
         self._status = ReindexStatus()
         self._thread: threading.Thread | None = None
@@ -89,7 +96,8 @@ class ReindexJob:
 
     def _progress(self, done: int, total: int, stage: str) -> None:
         with self._lock:
-            self._status = dataclasses.replace(self._status, done=done, total=total, stage=stage)
+            self._status = self._status.model_copy(
+                update=dict(done=done, total=total, stage=stage))
 
     def _run(self, *, full: bool) -> None:
         try:
@@ -107,15 +115,15 @@ class ReindexJob:
                 fields = dict(report) if isinstance(report, dict) else {}
             summary = report.summary() if hasattr(report, "summary") else str(report)
             with self._lock:
-                self._status = dataclasses.replace(
-                    self._status, state="done", stage="done", report=fields, summary=summary,
+                self._status = self._status.model_copy(update=dict(
+                    state="done", stage="done", report=fields, summary=summary,
                     finished_at=datetime.now(UTC),
-                )
+                ))
             log.info("re-index finished: %s", summary)
         except Exception as error:  # the job must record any failure, not die silently
             log.exception("re-index failed")
             with self._lock:
-                self._status = dataclasses.replace(
-                    self._status, state="failed", stage="failed", error=str(error),
+                self._status = self._status.model_copy(update=dict(
+                    state="failed", stage="failed", error=str(error),
                     finished_at=datetime.now(UTC),
-                )
+                ))

@@ -6,7 +6,8 @@ models exactly. Nothing here opens a connection.
 
 Enumerated columns are plain strings guarded by CHECK constraints rather than native enums:
 the values read the same in SQLite and PostgreSQL, and adding a value is a one-line migration.
-Timestamps are stored in UTC (SQLite hands them back naive; ``chatbot.conversations.service`` re-attaches UTC).
+Timestamps are stored in UTC (SQLite hands them back naive; the read models of
+``chatbot.conversations.views`` re-attach UTC).
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
 """Reading the conversation log: typed views, filters, statistics and exports.
 
-The write side (and the public entry points) live in ``chatbot.conversations.service.ChatService``; this module
-holds the read-only queries it delegates to, so each module stays small. Everything returned is
-a frozen dataclass detached from the session, safe to hand to the API and the UI.
+The write side (and the public entry points) live in
+``chatbot.conversations.service.ChatService``; this module holds the read-only queries it
+delegates to, so each module stays small. Everything returned is a frozen read model from
+``chatbot.conversations.views``, detached from the session, safe to hand to the API and the UI.
 
 Statistics, over conversations started (and messages written) since a time:
 - deflection_rate: conversations the bot answered (an FAQ or generated reply) that never asked
   for a human, over conversations with at least one bot reply;
 - fallback_rate: bot replies that were fallbacks, over bot replies;
 - handoff_rate: conversations with a hand-over, over conversations;
-- csat_avg, thumbs_up_rate (up over up+down), latency p50/p95 of bot replies (linear
-  interpolation, like PostgreSQL's percentile_cont).
+- csat_avg, thumbs_up_rate (up over up+down), latency p50/p95 of bot replies
+  (``numpy.percentile``'s default linear interpolation, like PostgreSQL's percentile_cont).
 Rates are None when their denominator is zero, never a made-up 0.
 """
 
@@ -20,10 +21,10 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -35,11 +36,19 @@ from chatbot.conversations.models import (
     Handoff,
     Message,
 )
+from chatbot.conversations.views import (
+    ConversationSummary,
+    ConversationView,
+    Stats,
+    to_utc,
+)
 from chatbot.errors import InvalidRequestError
-from chatbot.types import Reply
+
+__all__ = [
+    "compute_stats", "conversation_filters", "export_lines", "summarise", "to_utc", "view_of",
+]
 
 PREVIEW_CHARS = 120
-SNIPPET_CHARS = 240
 EXPORT_PAGE = 200
 CSV_COLUMNS = (
     "conversation_id", "channel", "customer_ref", "status", "started_at", "message_id", "role",
@@ -48,135 +57,8 @@ CSV_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class HitView:
-    document_id: str
-    record_id: str
-    source: str
-    kind: str
-    score: float
-    dense_score: float | None
-    keyword_score: float | None
-    rank: int
-    cited: bool
-
-
-@dataclass(frozen=True)
-class MessageView:
-    id: str
-    role: str
-    text: str
-    created_at: datetime
-    route: str | None
-    confidence: float | None
-    latency_ms: float | None
-    model: str | None
-    index_version: str | None
-    reason: str | None
-    rating: str | None  # the latest thumbs up/down on this message
-    hits: tuple[HitView, ...]
-
-
-@dataclass(frozen=True)
-class HandoffView:
-    id: str
-    reason: str
-    requested_at: datetime
-    assigned_to: str | None
-    resolved_at: datetime | None
-
-
-@dataclass(frozen=True)
-class FeedbackView:
-    id: str
-    message_id: str | None
-    rating: str | None
-    csat: int | None
-    comment: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class ConversationView:
-    id: str
-    channel: str
-    customer_ref: str | None
-    status: str
-    language: str | None
-    started_at: datetime
-    ended_at: datetime | None
-    messages: tuple[MessageView, ...]
-    handoffs: tuple[HandoffView, ...]
-    feedback: tuple[FeedbackView, ...]
-
-
-@dataclass(frozen=True)
-class ConversationSummary:
-    id: str
-    channel: str
-    customer_ref: str | None
-    status: str
-    started_at: datetime
-    ended_at: datetime | None
-    message_count: int
-    last_message_at: datetime | None
-    preview: str  # the start of the first customer message
-
-
-@dataclass(frozen=True)
-class Stats:
-    conversations: int
-    messages: int
-    bot_messages: int
-    deflection_rate: float | None
-    fallback_rate: float | None
-    handoff_rate: float | None
-    csat_avg: float | None
-    thumbs_up_rate: float | None
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-    since: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Source:
-    """A numbered source shown under an answer (``n`` matches the [n] citations)."""
-
-    n: int
-    record_id: str
-    title: str
-    snippet: str
-    source: str
-    kind: str
-    score: float
-
-
-def sources(reply: Reply) -> list[Source]:
-    """The reply's cited hits as numbered sources with a short snippet of each answer."""
-    result = []
-    for n, hit in enumerate(reply.sources, start=1):
-        doc = hit.document
-        snippet = doc.answer if len(doc.answer) <= SNIPPET_CHARS else (
-            doc.answer[: SNIPPET_CHARS - 1].rstrip() + "…"
-        )
-        result.append(Source(n, doc.record_id, doc.question, snippet, doc.source, doc.kind,
-                             float(hit.score)))
-    return result
-
-
-def to_utc(value: datetime | None) -> datetime | None:
-    """UTC-aware; a naive time is taken as UTC (SQLite stores and returns naive UTC)."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def _opt_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else _utc(value)
 
 
 # --- views -----------------------------------------------------------------------------------
@@ -186,23 +68,11 @@ def view_of(conv: Conversation) -> ConversationView:
     for fb in sorted(conv.feedback, key=lambda f: _utc(f.created_at)):
         if fb.message_id and fb.rating:
             ratings[fb.message_id] = fb.rating
-    messages = tuple(
-        MessageView(
-            m.id, m.role, m.text, _utc(m.created_at), m.route, m.confidence, m.latency_ms,
-            m.model, m.index_version, m.reason, ratings.get(m.id),
-            tuple(HitView(h.document_id, h.record_id, h.source, h.kind, h.score, h.dense_score,
-                          h.keyword_score, h.rank, bool(h.cited)) for h in m.hits),
-        )
-        for m in sorted(conv.messages, key=lambda m: _utc(m.created_at))
-    )
-    return ConversationView(
-        conv.id, conv.channel, conv.customer_ref, conv.status, conv.language,
-        _utc(conv.started_at), _opt_utc(conv.ended_at), messages,
-        tuple(HandoffView(h.id, h.reason, _utc(h.requested_at), h.assigned_to,
-                          _opt_utc(h.resolved_at)) for h in conv.handoffs),
-        tuple(FeedbackView(f.id, f.message_id, f.rating, f.csat, f.comment, _utc(f.created_at))
-              for f in conv.feedback),
-    )
+    view = ConversationView.model_validate(conv)  # the rows, read through from_attributes
+    # A message's rating is its latest thumbs, which lives in the feedback rows, not on it.
+    messages = tuple(m.model_copy(update={"rating": ratings.get(m.id)})
+                     for m in sorted(view.messages, key=lambda m: m.created_at))
+    return view.model_copy(update={"messages": messages})
 
 
 def conversation_filters(status: str | None, channel: str | None, since: datetime | None,
@@ -258,8 +128,9 @@ def summarise(session: Session, convs: Sequence[Conversation]) -> list[Conversat
         n, last = counts.get(c.id, (0, None))
         text = previews.get(c.id, "")
         result.append(ConversationSummary(
-            c.id, c.channel, c.customer_ref, c.status, _utc(c.started_at), _opt_utc(c.ended_at),
-            int(n), _opt_utc(last), text[:PREVIEW_CHARS],
+            id=c.id, channel=c.channel, customer_ref=c.customer_ref, status=c.status,
+            started_at=c.started_at, ended_at=c.ended_at, message_count=int(n),
+            last_message_at=last, preview=text[:PREVIEW_CHARS],
         ))
     return result
 
@@ -305,7 +176,7 @@ def export_lines(sessions: Callable[[], Session], fmt: str, since: datetime | No
                         " ".join(h.record_id for h in m.hits if h.cited),
                     ))
             else:
-                yield json.dumps(_jsonable(asdict(view)), ensure_ascii=False) + "\n"
+                yield json.dumps(_jsonable(view.model_dump()), ensure_ascii=False) + "\n"
 
 
 def _csv_row(values: Sequence[Any]) -> str:
@@ -325,17 +196,6 @@ def _jsonable(value: Any) -> Any:
 
 
 # --- statistics ------------------------------------------------------------------------------
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (q in 0..1) of unsorted values; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def _ratio(part: int | float, whole: int | float) -> float | None:
     return None if not whole else part / whole
 
@@ -368,7 +228,7 @@ def compute_stats(session: Session, since: datetime | None) -> Stats:
     latencies = [float(v) for v in session.scalars(
         select(Message.latency_ms).where(*bot, Message.latency_ms.is_not(None))
     ) if v is not None]
-    p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+    p50, p95 = np.percentile(latencies, [50, 95]).tolist() if latencies else (None, None)
     return Stats(
         conversations=n_conv, messages=n_msg, bot_messages=n_bot,
         deflection_rate=_ratio(n_deflected, n_with_bot),

@@ -13,7 +13,8 @@ Interface (the frontend codes against these names):
   feedback(*, message_id=None, conversation_id=None, rating=None, csat=None, comment=None) -> str
   handoff(*, conversation_id, reason) -> str
   close(conversation_id) -> datetime: status closed, ended_at set (a new message reopens it)
-  conversation(id) -> ConversationView            (raises NotFoundError)
+  conversation(id) -> ConversationView            (raises NotFoundError; the full, staff view:
+      ``Transcript.of(view)`` is what its customer may see)
   list_conversations(*, status, channel, since, until, q, limit=50, offset=0)
       -> list[ConversationSummary]
   export(fmt="csv"|"jsonl", *, since=None, until=None) -> Iterator[str]
@@ -33,7 +34,10 @@ Additions to the agreed interface (all optional, nothing existing changed):
     chatbot.retrieval.index.reindex for a stand-in in tests.
   - check_admin_token(token) -> bool (constant-time), for the admin tab.
   Bad input raises chatbot.errors.InvalidRequestError (with ``.field``); unknown ids raise
-  NotFoundError.
+  NotFoundError. A customer message is checked by ``chatbot.answering.inputs.check_message``
+  (the one rule and wording for every way in) and logged without surrounding whitespace.
+  What the reading methods return are the pydantic read models of
+  ``chatbot.conversations.views``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.orm import selectinload
 
+from chatbot.answering.inputs import check_message
 from chatbot.config import Settings
 from chatbot.conversations.engine import make_sessionmaker
 from chatbot.conversations.jobs import Reindexer, ReindexJob, ReindexStatus
@@ -65,17 +70,19 @@ from chatbot.conversations.models import (
     utcnow,
 )
 from chatbot.conversations.queries import (
+    compute_stats,
+    conversation_filters,
+    export_lines,
+    summarise,
+    view_of,
+)
+from chatbot.conversations.views import (
     ConversationSummary,
     ConversationView,
     Source,
     Stats,
-    compute_stats,
-    conversation_filters,
-    export_lines,
     sources,
-    summarise,
     to_utc,
-    view_of,
 )
 from chatbot.errors import GenerationError, InvalidRequestError, NotFoundError
 from chatbot.types import AnswerPipeline, Hit, Reply, Route, Turn
@@ -149,6 +156,7 @@ class ChatService:
     def chat(self, message: str, *, conversation_id: str | None = None, channel: str = "api",
              customer_ref: str | None = None, history: Sequence[Turn] | None = None) -> ChatResult:
         """Answer one customer message and log both sides of the round trip."""
+        message = check_message(message, self.settings.max_message_chars)
         conv_id, _, turns = self._begin(message, conversation_id, channel, customer_ref, history)
         started = time.perf_counter()
         try:
@@ -166,6 +174,7 @@ class ChatService:
         If the consumer stops early (client disconnected), nothing more is logged: the
         customer's message stays, without a bot reply.
         """
+        message = check_message(message, self.settings.max_message_chars)
         conv_id, msg_id, turns = self._begin(
             message, conversation_id, channel, customer_ref, history
         )
@@ -193,21 +202,11 @@ class ChatService:
             raise GenerationError("the answer stream ended without a final reply; try again")
         yield self._finish(conv_id, reply, (time.perf_counter() - started) * 1000.0)
 
-    def _check_message(self, message: str) -> None:
-        if not isinstance(message, str) or not message.strip():
-            raise InvalidRequestError("message must not be empty", field="message")
-        limit = self.settings.max_message_chars
-        if len(message) > limit:
-            raise InvalidRequestError(
-                f"message is {len(message)} characters long; the limit is {limit}",
-                field="message",
-            )
-
     def _begin(self, message: str, conversation_id: str | None, channel: str,
                customer_ref: str | None, history: Sequence[Turn] | None
                ) -> tuple[str, str, list[Turn]]:
-        """Validate, find or open the conversation, read its history and commit the message."""
-        self._check_message(message)
+        """Validate, find or open the conversation, read its history and commit the message
+        (already checked by ``check_message``)."""
         if channel not in CHANNELS:
             raise InvalidRequestError(
                 f"channel must be one of {', '.join(CHANNELS)}, not {channel!r}", field="channel"

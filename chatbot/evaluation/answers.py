@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from collections import Counter
@@ -25,32 +24,15 @@ from tqdm import tqdm
 
 from chatbot.answering import prompt
 from chatbot.answering.calibrate import pick_thresholds, route_metrics
-from chatbot.answering.policy import DEFAULT_THRESHOLDS, Thresholds, support_check
+from chatbot.answering.grounding import support_check
+from chatbot.answering.policy import DEFAULT_THRESHOLDS, Thresholds
 from chatbot.config import Settings
 from chatbot.errors import ConfigError
-from chatbot.evaluation.retrieval import read_columns
-from chatbot.types import Document, Hit, Route
+from chatbot.evaluation.datasets import LabelledText, documents_from_rows, read_columns, spread
+from chatbot.evaluation.metrics import percentile_ms, rouge_l
+from chatbot.types import Hit, Route
 
 Mode = Literal["pipeline", "generate", "verbatim"]
-
-
-# --- reading CSVs ---------------------------------------------------------------------------------
-
-
-def documents_from_pairs(rows: Sequence[tuple[str, str]],
-                         label: Sequence[str] = ()) -> list[Document]:
-    """One FAQ document per (question, answer) row; ``label`` becomes the category."""
-    documents = []
-    for i, (question, answer) in enumerate(rows):
-        category = label[i] if label else ""
-        record_id = f"row-{i}"
-        documents.append(Document(
-            id=Document.content_hash(kind="faq", record_id=record_id, question=question,
-                                     answer=answer, category=category),
-            record_id=record_id, kind="faq", question=question, answer=answer,
-            category=category, source=f"row:{i + 2}",
-        ))
-    return documents
 
 
 # --- routing ----------------------------------------------------------------------------------
@@ -80,20 +62,19 @@ def eval_routing_targets(kb: Path, in_scope: Path, out_of_scope: Path,
                          progress: bool = False) -> dict[float | None, dict[str, Any]]:
     """``eval_routing`` for several target precisions (None: the default thresholds) from one
     index and one search of every question: only the thresholds differ between them."""
-    from chatbot.retrieval.search import Retriever
+    from chatbot.retrieval.search import Retriever, search_all
 
     if (calibrate_in is None) != (calibrate_out is None):
         raise ConfigError("give both --calibrate-in and --calibrate-out, or neither")
     if calibrate_in is None and any(t is not None for t in targets):
         raise ConfigError("a target precision needs --calibrate-in and --calibrate-out")
     train = read_columns(kb, (text_col, label_col))
-    documents = documents_from_pairs([(t, "") for t, _ in train], [lab for _, lab in train])
+    documents = documents_from_rows([LabelledText(t, lab) for t, lab in train])
     retriever = Retriever.from_documents(documents, settings, embedder, progress=progress)
     k = max(settings.top_k, prompt.MAX_SOURCES)
 
     def search(texts: Sequence[str], desc: str) -> list[list[Hit]]:
-        return [retriever.search(t, k=k) for t in tqdm(texts, desc=desc, disable=not progress,
-                                                         leave=False)]
+        return search_all(retriever, texts, k=k, desc=desc, progress=progress)
 
     cal_in_hits: list[list[Hit]] = []
     cal_labels: list[str] = []
@@ -135,35 +116,6 @@ def eval_routing_targets(kb: Path, in_scope: Path, out_of_scope: Path,
 
 # --- answers ----------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"[a-z0-9]+")
-
-
-def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 on lower-cased alphanumeric tokens (the rouge-score package's rougeL)."""
-    a, b = _TOKEN.findall(candidate.lower()), _TOKEN.findall(reference.lower())
-    if not a or not b:
-        return 0.0
-    previous = [0] * (len(b) + 1)  # LCS by dynamic programming, one row at a time
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b):
-            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
-        previous = current
-    lcs = previous[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(a), lcs / len(b)
-    return 2 * precision * recall / (precision + recall)
-
-
-def spread(items: Sequence[Any], limit: int | None) -> list[Any]:
-    """``limit`` items evenly spaced over ``items`` (test files are often sorted by label)."""
-    if not limit or limit >= len(items):
-        return list(items)
-    step = len(items) / limit
-    return [items[int(i * step)] for i in range(limit)]
-
-
 def make_eval_generator(settings: Settings, which: str) -> Any:
     """base (no adapter), finetuned (the shipped adapter) or a PATH (adapter or model folder)."""
     from chatbot.generation.local import DEFAULT_ADAPTER, TransformersGenerator
@@ -184,11 +136,6 @@ def make_eval_generator(settings: Settings, which: str) -> Any:
                       f"model, not {which!r}")
 
 
-def _percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(q * len(values)))], 1) if values else 0.0
-
-
 def eval_answers(kb: Path, queries: Path, *, question_col: str, answer_col: str,
                  settings: Settings, generator: str | Any = "finetuned", mode: Mode = "pipeline",
                  limit: int | None = None, embedder: Any = None,
@@ -196,7 +143,8 @@ def eval_answers(kb: Path, queries: Path, *, question_col: str, answer_col: str,
     from chatbot.answering.pipeline import build_pipeline
     from chatbot.retrieval.search import Retriever
 
-    documents = documents_from_pairs(read_columns(kb, (question_col, answer_col)))  # type: ignore[arg-type]
+    documents = documents_from_rows([LabelledText(q, "", answer) for q, answer
+                                    in read_columns(kb, (question_col, answer_col))])
     tests = spread(read_columns(queries, (question_col, answer_col)), limit)
     retriever = Retriever.from_documents(documents, settings, embedder, progress=progress)
     gen = None
@@ -251,10 +199,10 @@ def eval_answers(kb: Path, queries: Path, *, question_col: str, answer_col: str,
         "groundedness": round(statistics.fmean(grounded), 4) if grounded else None,
         "grounded_answers": len(grounded),
         "routes": {r: round(c / n, 4) for r, c in sorted(routes.items())},
-        "latency_ms_p50": _percentile(latencies, 0.5),
-        "latency_ms_p95": _percentile(latencies, 0.95),
+        "latency_ms_p50": percentile_ms(latencies, 50, 1),
+        "latency_ms_p95": percentile_ms(latencies, 95, 1),
         "tokens_per_s": round(statistics.fmean(rates), 2) if rates else None,
-        "first_token_ms_p50": _percentile(firsts, 0.5) if firsts else None,
+        "first_token_ms_p50": percentile_ms(firsts, 50, 1) if firsts else None,
         "support_threshold": thresholds.support,
         "examples": examples,
     }

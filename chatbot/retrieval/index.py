@@ -35,6 +35,7 @@ from chatbot.config import Settings
 from chatbot.errors import IndexNotReadyError
 from chatbot.knowledge.ingest import load_knowledge_base
 from chatbot.retrieval.embed import Embedder
+from chatbot.retrieval.text import keyword_stemmer, keyword_tokens
 from chatbot.types import Document, Turn
 
 log = logging.getLogger(__name__)
@@ -43,22 +44,7 @@ FORMAT_VERSION = 1
 ProgressCallback = Callable[[int, int, str], None]
 
 
-# --- keyword tokenisation (shared by build and query so they always agree) ------------------
-def keyword_stemmer() -> Any:
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
-
-
-def keyword_tokens(texts: Sequence[str], stemmer: Any) -> list[list[str]]:
-    import bm25s
-
-    tokens = bm25s.tokenize(
-        list(texts), stopwords="english", stemmer=stemmer, return_ids=False, show_progress=False
-    )
-    return [list(t) for t in tokens]
-
-
+# --- what the keyword index sees (tokenisation itself lives in chatbot.retrieval.text) -------
 def keyword_text(document: Document) -> str:
     """What BM25 sees: every phrasing plus the answer, so words only the answer uses match."""
     return " ".join((*document.phrasings, document.answer))

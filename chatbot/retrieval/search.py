@@ -28,10 +28,9 @@ from chatbot.retrieval.index import (
     IndexData,
     active_version,
     build_index_data,
-    keyword_stemmer,
-    keyword_tokens,
     load_index_data,
 )
+from chatbot.retrieval.text import keyword_stemmer, keyword_tokens
 from chatbot.types import Document, Hit, Turn
 
 log = logging.getLogger(__name__)
@@ -129,12 +128,18 @@ class Retriever:
 
     # --- search ---------------------------------------------------------------------------------
     def query_vectors(self, query: str, history: Sequence[Turn] = ()) -> list[np.ndarray]:
-        """The query alone, plus the query blended with the recent customer turns if any."""
-        vector = np.asarray(self.embedder.encode_query(query), dtype=np.float32)
+        """The query alone, plus the query blended with the recent customer turns if any.
+
+        A customer turn is embedded once: it was the query of its own request, so its vector
+        comes back from the embedder's query cache; turns that miss (answered by another
+        replica, or evicted) are encoded with the query in one call."""
         recent = [t.text for t in history if t.role == "customer"][-self.settings.history_turns :]
         if not (recent and self.settings.history_turns and self.settings.history_weight > 0):
-            return [vector]
-        context = np.mean([self.embedder.encode_query(t) for t in recent], axis=0)
+            return [np.asarray(self.embedder.encode_query(query), dtype=np.float32)]
+        vector, *turns = (
+            np.asarray(v, dtype=np.float32) for v in self.embedder.encode_queries([query, *recent])
+        )
+        context = np.mean(turns, axis=0)
         weight = self.settings.history_weight
         blended = (1.0 - weight) * vector + weight * context
         blended = blended / (np.linalg.norm(blended) or 1.0)
@@ -263,3 +268,12 @@ def timed_search(retriever: Retriever, query: str, **kwargs: Any) -> tuple[list[
     started = time.perf_counter()
     hits = retriever.search(query, **kwargs)
     return hits, (time.perf_counter() - started) * 1000.0
+
+
+def search_all(retriever: Retriever, texts: Sequence[str], *, k: int, desc: str = "search",
+               progress: bool = False) -> list[list[Hit]]:
+    """The hits of every text in order, with a progress bar (calibration and evaluation)."""
+    from tqdm import tqdm
+
+    return [retriever.search(t, k=k) for t in tqdm(texts, desc=desc, disable=not progress,
+                                                     leave=False)]

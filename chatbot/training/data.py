@@ -7,19 +7,18 @@
   each FAQ phrasing, the retrieved sources and the phrasing; the target is the FAQ answer citing
   its source as [n], or the honest fallback when retrieval missed it. Extra pairs (Bitext) are
   treated like FAQs whose own row is excluded from the sources.
-- ``encode``/``batches``: the prompt the server sends (``chatbot.answering.prompt``), with the loss on the
+- ``encode``/``batches``: the prompt the server sends (``chatbot.answering.prompt``), with the loss
+  on the
   answer tokens only, in length-sorted right-padded batches.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -28,8 +27,6 @@ from chatbot.answering import prompt
 from chatbot.config import Settings
 from chatbot.generation.local import render
 from chatbot.types import Document, Hit
-
-BITEXT_SEED = 13  # the same seeded 80/20 split per intent as bench/bench_retrieval.py
 
 
 @dataclass(frozen=True)
@@ -43,32 +40,12 @@ class Example:
 # --- data -------------------------------------------------------------------------------------
 
 
-Rows = list[dict[str, str]]
-
-
-def bitext_split(path: Path, seed: int = BITEXT_SEED) -> tuple[Rows, Rows]:
-    """Bitext rows split 80/20 within each intent with a seeded shuffle (train, test)."""
-    by_intent: dict[str, list[dict[str, str]]] = defaultdict(list)
-    with path.open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            by_intent[row["intent"]].append(row)
-    rng = random.Random(seed)
-    train: list[dict[str, str]] = []
-    test: list[dict[str, str]] = []
-    for _intent, rows in sorted(by_intent.items()):
-        rng.shuffle(rows)
-        cut = int(round(len(rows) * 0.8))
-        train += rows[:cut]
-        test += rows[cut:]
-    return train, test
-
-
 def _dialogue_id(document: Document) -> str:
     return document.record_id.split("#", 1)[0]
 
 
 def _supported_prefix(answer: str, sources: Sequence[Hit], threshold: float, question: str) -> str:
-    from chatbot.answering.policy import SentenceGate
+    from chatbot.answering.grounding import SentenceGate
 
     gate = SentenceGate(sources, threshold, question)
     gate.feed(answer + " ")
@@ -79,7 +56,7 @@ def _supported_prefix(answer: str, sources: Sequence[Hit], threshold: float, que
 def _with_citation(answer: str, sources: Sequence[Hit], record_id: str | None = None) -> str:
     """Append [n] for the source with ``record_id``, or else for the source sharing the most
     content words with the answer (what an agent would have looked up)."""
-    from chatbot.answering.policy import content_words
+    from chatbot.retrieval.text import content_words
 
     if record_id is not None:
         position = next((i for i, h in enumerate(sources, 1)

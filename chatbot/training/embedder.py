@@ -125,7 +125,7 @@ def finetune_embedder(settings: Settings, *, output: Path, epochs: int = 1, batc
             documents = load_knowledge_base(settings.knowledge_base)
         pairs = pairs_from_documents(list(documents))
     if bitext is not None:
-        from chatbot.training.data import bitext_split
+        from chatbot.evaluation.datasets import bitext_split
 
         rows = bitext_split(bitext)[0][:bitext_limit]
         pairs += [(r["instruction"], r["response"], f"bitext-{i}") for i, r in enumerate(rows)]

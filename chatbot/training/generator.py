@@ -31,8 +31,9 @@ from tqdm import tqdm
 
 from chatbot.config import Settings
 from chatbot.errors import ConfigError, ModelError
+from chatbot.evaluation.datasets import LabelledText, bitext_split, documents_from_rows
 from chatbot.generation.local import DEFAULT_ADAPTER
-from chatbot.training.data import batches, bitext_split, build_examples, encode, split_examples
+from chatbot.training.data import batches, build_examples, encode, split_examples
 from chatbot.types import Document
 
 log = logging.getLogger(__name__)
@@ -117,10 +118,9 @@ def finetune_generator(settings: Settings, config: FinetuneConfig, *,
         train_rows, _ = bitext_split(Path(config.bitext))
         train_rows = train_rows[:: max(1, len(train_rows) // max(1, config.bitext_limit))]
         extra = [(r["instruction"], r["response"]) for r in train_rows][: config.bitext_limit]
-        from chatbot.evaluation.answers import documents_from_pairs
-
         retrieval_docs += [dataclasses.replace(d, record_id=f"bitext-{d.record_id}")
-                           for d in documents_from_pairs(extra)]
+                           for d in documents_from_rows(
+                               [LabelledText(q, "", answer) for q, answer in extra])]
     retriever = Retriever.from_documents(retrieval_docs, settings, embedder, progress=progress)
     examples, counts = build_examples(documents, retriever, settings, extra, progress)
     train_ex, held_ex = split_examples(examples, config.eval_fraction)

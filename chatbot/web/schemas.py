@@ -1,7 +1,12 @@
-"""Request and response bodies of the REST API (pydantic), i.e. the API's public contract.
+"""Request bodies and the web-only response bodies of the REST API (pydantic).
 
-Only the shapes live here; ``chatbot.web.app`` maps them to and from ``ChatService`` calls. Texts
-are plain strings in JSON: nothing here is ever HTML, and clients must insert them as text.
+The records the API reads back (transcripts, conversation views, summaries, statistics,
+sources, re-index status) are the read models of ``chatbot.conversations.views`` and
+``chatbot.conversations.jobs``, used as response models as they are; only what exists for HTTP
+alone is defined here. Request fields are limited here (lengths, enums); the message itself is
+checked once, by ``ChatService`` (``chatbot.answering.inputs.check_message``), whose
+InvalidRequestError becomes the 422. Texts are plain strings in JSON: nothing here is ever
+HTML, and clients must insert them as text.
 """
 
 from __future__ import annotations
@@ -9,15 +14,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
+
+from chatbot.conversations.service import ChatResult
+from chatbot.conversations.views import ConversationSummary, Source, sources
 
 Channel = Literal["web", "widget", "api"]
-
-
-def _not_blank(value: str | None) -> str | None:
-    if value is not None and not value.strip():
-        raise ValueError("must not be empty or only whitespace")
-    return value
 
 
 class ChatRequest(BaseModel):
@@ -34,18 +36,6 @@ class ChatRequest(BaseModel):
         None, max_length=200, description="Your reference for the customer (account id, email)."
     )
 
-    _check_message = field_validator("message")(_not_blank)
-
-
-class SourceOut(BaseModel):
-    n: int = Field(description="Citation number, as in [n] in the reply.")
-    record_id: str
-    title: str
-    snippet: str
-    source: str
-    kind: str
-    score: float
-
 
 class ChatResponse(BaseModel):
     conversation_id: str
@@ -53,8 +43,18 @@ class ChatResponse(BaseModel):
     reply: str
     route: str = Field(description="faq, generated, fallback or handoff.")
     confidence: float
-    sources: list[SourceOut]
+    sources: list[Source]
     handoff: bool = Field(description="True when the conversation was handed to a human.")
+
+    @classmethod
+    def of(cls, result: ChatResult) -> ChatResponse:
+        """The /chat body of a logged round trip (also the SSE ``done`` event)."""
+        reply = result.reply
+        return cls(
+            conversation_id=result.conversation_id, message_id=result.message_id,
+            reply=reply.text, route=getattr(reply.route, "value", str(reply.route)),
+            confidence=reply.confidence, sources=sources(reply), handoff=result.handoff,
+        )
 
 
 class FeedbackRequest(BaseModel):
@@ -86,144 +86,15 @@ class CloseResponse(BaseModel):
     ended_at: datetime
 
 
-class HitOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    document_id: str
-    record_id: str
-    source: str
-    kind: str
-    score: float
-    dense_score: float | None
-    keyword_score: float | None
-    rank: int
-    cited: bool
-
-
-class MessageOut(BaseModel):
-    """A message as the customer-facing API shows it."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    role: str
-    text: str
-    created_at: datetime
-    route: str | None
-    confidence: float | None
-    rating: str | None
-
-
-class ConversationOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    channel: str
-    status: str
-    started_at: datetime
-    ended_at: datetime | None
-    messages: list[MessageOut]
-
-
-class AdminMessageOut(MessageOut):
-    latency_ms: float | None
-    model: str | None
-    index_version: str | None
-    reason: str | None
-    hits: list[HitOut]
-
-
-class HandoffOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    reason: str
-    requested_at: datetime
-    assigned_to: str | None
-    resolved_at: datetime | None
-
-
-class FeedbackOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    message_id: str | None
-    rating: str | None
-    csat: int | None
-    comment: str | None
-    created_at: datetime
-
-
-class AdminConversationOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    channel: str
-    customer_ref: str | None
-    status: str
-    language: str | None
-    started_at: datetime
-    ended_at: datetime | None
-    messages: list[AdminMessageOut]
-    handoffs: list[HandoffOut]
-    feedback: list[FeedbackOut]
-
-
-class ConversationSummaryOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    channel: str
-    customer_ref: str | None
-    status: str
-    started_at: datetime
-    ended_at: datetime | None
-    message_count: int
-    last_message_at: datetime | None
-    preview: str
-
-
 class ConversationPage(BaseModel):
     total: int
     limit: int
     offset: int
-    items: list[ConversationSummaryOut]
-
-
-class StatsOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    conversations: int
-    messages: int
-    bot_messages: int
-    deflection_rate: float | None
-    fallback_rate: float | None
-    handoff_rate: float | None
-    csat_avg: float | None
-    thumbs_up_rate: float | None
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-    since: datetime | None
+    items: list[ConversationSummary]
 
 
 class ReindexRequest(BaseModel):
     full: bool = Field(False, description="Re-embed everything, not only what changed.")
-
-
-class ReindexStatusOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    state: str
-    stage: str
-    done: int
-    total: int
-    fraction: float
-    full: bool
-    started_at: datetime | None
-    finished_at: datetime | None
-    summary: str
-    report: dict[str, object] | None
-    error: str | None
 
 
 class HealthOut(BaseModel):

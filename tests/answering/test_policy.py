@@ -1,4 +1,5 @@
-"""Routing decisions on constructed cases, the support check and gate, and threshold picking."""
+"""Routing decisions on constructed cases and threshold picking (the support check and gate:
+test_grounding.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from chatbot.answering.calibrate import (
     pick_thresholds,
     route_metrics,
 )
+from chatbot.answering.grounding import support_check
 from chatbot.answering.policy import (
     DEFAULT_THRESHOLDS,
     Policy,
-    SentenceGate,
     Thresholds,
     asks_for_human,
     consecutive_fallbacks,
-    support_check,
 )
 from chatbot.config import Settings
 from chatbot.types import Route, Turn
@@ -116,53 +116,6 @@ def test_thresholds_come_from_the_manifest_or_documented_defaults() -> None:
     assert Thresholds.from_manifest({}) is DEFAULT_THRESHOLDS
     assert "calibrate" in DEFAULT_THRESHOLDS.source
     assert Thresholds.from_manifest({"thresholds": t.to_json()}) == t
-
-
-def test_support_check_accepts_sentences_from_the_sources() -> None:
-    sources = [hit(SHIPPING, 0.8)]
-    ok = support_check("Standard shipping takes 3-5 business days [1].", sources, 0.5)
-    assert ok.supported and ok.groundedness == 1.0 and ok.cited == (1,)
-
-
-def test_support_check_rejects_a_wrong_number_and_an_invented_claim() -> None:
-    sources = [hit(SHIPPING, 0.8)]
-    assert not support_check("Standard shipping takes 7-9 business days.", sources, 0.5).supported
-    mixed = support_check("Standard shipping takes 3-5 business days. We also sell fishing "
-                          "licences and kayak rentals.", sources, 0.5)
-    assert not mixed.supported and mixed.groundedness == 0.5 and mixed.sentences == 2
-
-
-def test_support_check_rejects_an_echo_of_the_prompt_and_citations_of_missing_sources() -> None:
-    sources = [hit(SHIPPING, 0.8), hit(RETURNS, 0.6, 2)]
-    # Every word is in the sources, yet it answers nothing: the model copied a source block.
-    echo = "[1] Q: How long does standard shipping take?\nA: Standard shipping takes 3-5 days."
-    assert not support_check(echo, sources, 0.5).supported
-    invented = "Standard shipping takes 3-5 business days within the US [4]."
-    assert not support_check(invented, sources, 0.5).supported
-    assert support_check(invented.replace("[4]", "[1]"), sources, 0.5).supported
-    gate = SentenceGate(sources, 0.5)
-    gate.feed(echo + " ")
-    gate.finish()
-    assert gate.closed and gate.text == ""
-
-
-def test_sentence_gate_releases_supported_sentences_and_cuts_at_the_first_unsupported() -> None:
-    gate = SentenceGate([hit(SHIPPING, 0.8)], 0.5)
-    out: list[str] = []
-    text = ("Happy to help! Standard shipping takes 3-5 business days [1]. Kayak rentals are "
-            "free on weekends. Standard shipping is within the US.")
-    for i in range(0, len(text), 7):  # stream in arbitrary chunks
-        out += gate.feed(text[i:i + 7])
-    out += gate.finish()
-    assert "".join(out) == gate.text
-    assert gate.text == "Happy to help! Standard shipping takes 3-5 business days [1]."
-    assert gate.claims == 1 and gate.rejected == "Kayak rentals are free on weekends."
-
-
-def test_sentence_gate_holds_back_text_without_a_claim() -> None:
-    gate = SentenceGate([hit(SHIPPING, 0.8)], 0.5)
-    assert gate.feed("Sure thing! ") == []
-    assert gate.finish() == [] and gate.claims == 0 and gate.text == ""
 
 
 def test_pick_threshold_takes_the_lowest_score_reaching_the_target() -> None:

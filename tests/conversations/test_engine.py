@@ -1,5 +1,6 @@
-"""chatbot.conversations.engine: engines for SQLite (WAL, foreign keys, folder created) and PostgreSQL, schema
-checks, and that the migrated schema enforces its constraints on both databases."""
+"""chatbot.conversations.engine: engines for SQLite (WAL, foreign keys, folder created) and
+PostgreSQL, schema checks, and that the migrated schema enforces its constraints on both
+databases."""
 
 from __future__ import annotations
 

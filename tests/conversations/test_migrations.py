@@ -1,5 +1,6 @@
-"""Migrations own the schema: `upgrade head` on a blank database matches chatbot.conversations.models exactly,
-and `downgrade base` removes every table, on SQLite and PostgreSQL."""
+"""Migrations own the schema: `upgrade head` on a blank database matches
+chatbot.conversations.models exactly, and `downgrade base` removes every table, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 

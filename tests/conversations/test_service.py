@@ -9,8 +9,10 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from dbfixtures import database_url, migrated_engine  # noqa: F401
+from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 from standin import FALLBACK_TEXT, INDEX_VERSION, StandInPipeline
 
@@ -18,6 +20,7 @@ from chatbot.config import Settings
 from chatbot.conversations.engine import make_sessionmaker
 from chatbot.conversations.models import Handoff, Message, RetrievalHit
 from chatbot.conversations.service import ChatResult, ChatService
+from chatbot.conversations.views import Transcript, TranscriptMessage
 from chatbot.errors import GenerationError, InvalidRequestError, NotFoundError
 from chatbot.types import Reply, Turn
 
@@ -160,8 +163,10 @@ def test_customer_handoff_is_recorded_once_while_pending(
         assert session.scalar(select(func.count(Handoff.id))) == 1
 
 
-@pytest.mark.parametrize("message, match", [("", "empty"), ("   \n", "empty"),
-                                             ("x" * 4001, "4001 characters.*limit is 4000")])
+@pytest.mark.parametrize("message, match", [
+    ("", "the message is empty"), ("   \n", "the message is empty"),
+    ("x" * 4001, "has 4001 characters, more than the 4000 allowed"),
+])
 def test_bad_messages_are_rejected_and_nothing_is_stored(
     service: ChatService, migrated_engine: Engine, message: str, match: str  # noqa: F811
 ) -> None:
@@ -170,6 +175,13 @@ def test_bad_messages_are_rejected_and_nothing_is_stored(
     assert info.value.field == "message"
     with make_sessionmaker(migrated_engine)() as session:
         assert session.scalar(select(func.count(Message.id))) == 0
+
+
+def test_a_message_is_answered_and_logged_without_surrounding_whitespace(
+        service: ChatService) -> None:
+    result = service.chat("  how long is delivery \n")
+    assert service.pipeline.calls[-1][0] == "how long is delivery"  # type: ignore[attr-defined]
+    assert service.conversation(result.conversation_id).messages[0].text == "how long is delivery"
 
 
 def test_unknown_ids_raise_not_found(service: ChatService) -> None:
@@ -267,13 +279,34 @@ def test_stats_from_a_known_log(service: ChatService) -> None:
     assert (later.conversations, later.messages, later.fallback_rate) == (0, 0, None)
 
 
-def test_percentile_interpolates_like_percentile_cont() -> None:
-    from chatbot.conversations.queries import percentile
+def test_latency_percentiles_interpolate_like_percentile_cont(service: ChatService) -> None:
+    """numpy.percentile's default (linear) method is PostgreSQL's percentile_cont."""
+    assert np.percentile([10.0, 20.0, 30.0, 40.0], 50) == 25.0
+    assert np.percentile([5.0], 95) == 5.0
+    assert np.percentile(list(map(float, range(1, 101))), 95) == pytest.approx(95.05)
+    assert service.stats().latency_p50_ms is None  # no bot replies yet: None, not a made-up 0
+    for question in ("how long is delivery", "forgot my password", "do you ship to canada"):
+        service.chat(question)
+    with make_sessionmaker(service.engine)() as session:
+        latencies = [float(v) for v in session.scalars(
+            select(Message.latency_ms).where(Message.role == "bot")) if v is not None]
+    stats = service.stats()
+    assert stats.latency_p50_ms == pytest.approx(round(float(np.percentile(latencies, 50)), 3))
+    assert stats.latency_p95_ms == pytest.approx(round(float(np.percentile(latencies, 95)), 3))
 
-    assert percentile([], 0.5) is None
-    assert percentile([10.0, 20.0, 30.0, 40.0], 0.5) == 25.0
-    assert percentile([5.0], 0.95) == 5.0
-    assert percentile(list(map(float, range(1, 101))), 0.95) == pytest.approx(95.05)
+
+def test_views_are_frozen_utc_and_the_transcript_drops_admin_fields(
+        service: ChatService) -> None:
+    result = service.chat("how long is delivery", customer_ref="acct-1")
+    view = service.conversation(result.conversation_id)
+    with pytest.raises(ValidationError):
+        view.status = "closed"  # type: ignore[misc]
+    assert view.started_at.tzinfo is not None and view.messages[0].created_at.tzinfo is not None
+    assert view.customer_ref == "acct-1" and view.messages[1].hits[0].record_id == "ship-001"
+    transcript = Transcript.of(view)
+    assert type(transcript) is Transcript and not hasattr(transcript, "customer_ref")
+    assert all(type(m) is TranscriptMessage for m in transcript.messages)
+    assert [m.text for m in transcript.messages] == [m.text for m in view.messages]
 
 
 def test_admin_token_check(service: ChatService) -> None:

@@ -15,7 +15,9 @@ from chatbot.answering.calibrate import calibrate, read_out_of_scope
 from chatbot.cli import app
 from chatbot.config import Settings
 from chatbot.errors import IngestError
-from chatbot.evaluation.answers import eval_answers, eval_routing, rouge_l, spread
+from chatbot.evaluation.answers import eval_answers, eval_routing
+from chatbot.evaluation.datasets import spread
+from chatbot.evaluation.metrics import rouge_l
 
 OOS = ["what is the capital of mongolia", "who won the football world cup in 1998",
        "recommend a good pizza recipe", "how tall is mount everest",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -151,10 +152,21 @@ def test_factory_picks_the_backend(tmp_path: Path) -> None:
 
 
 class FakeLLMServer:
-    """An OpenAI-compatible server on a real socket. ``fail_next`` requests answer 500 first."""
+    """An OpenAI-compatible server on a real socket. The next ``fail_next`` requests answer
+    ``fail_status`` (with ``retry-after-ms: 10`` so the SDK's retries stay fast); ``delay_s``
+    holds every answer back; ``stream_usage`` sends the final usage chunk when asked for it;
+    ``client_gone`` is set when the client hangs up in the middle of a stream."""
+
+    WORDS = ["Standard ", "shipping ", "takes ", "3-5 days ", "[1]."]
 
     def __init__(self) -> None:
         self.fail_next = 0
+        self.fail_status = 500
+        self.delay_s = 0.0
+        self.stream_usage = False
+        self.words = list(self.WORDS)
+        self.chunk_delay_s = 0.0
+        self.client_gone = threading.Event()
         self.requests: list[dict[str, Any]] = []
         owner = self
 
@@ -166,37 +178,59 @@ class FakeLLMServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 owner.requests.append({"path": self.path, "body": body,
                                        "auth": self.headers.get("Authorization")})
-                if owner.fail_next > 0:
-                    owner.fail_next -= 1
-                    self.send_response(500)
-                    self.end_headers()
-                    self.wfile.write(b'{"error": "overloaded"}')
-                    return
-                words = ["Standard ", "shipping ", "takes ", "3-5 days ", "[1]."]
-                if body.get("stream"):
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/event-stream")
-                    self.end_headers()
-                    for w in words:
-                        chunk = {"choices": [{"delta": {"content": w}, "finish_reason": None}]}
-                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                        self.wfile.flush()
-                    done = {"choices": [{"delta": {}, "finish_reason": "stop"}]}
-                    self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
-                    return
-                reply = {"choices": [{"message": {"role": "assistant", "content": "".join(words)},
-                                      "finish_reason": "stop"}],
-                         "usage": {"prompt_tokens": 30, "completion_tokens": 5}}
+                try:
+                    time.sleep(owner.delay_s)
+                    if owner.fail_next > 0:
+                        owner.fail_next -= 1
+                        self._send_json(owner.fail_status, {"error": {"message": "overloaded"}},
+                                        {"retry-after-ms": "10"})
+                    elif body.get("stream"):
+                        self._stream(body)
+                    else:
+                        self._send_json(200, {
+                            "id": "c1", "object": "chat.completion", "model": body["model"],
+                            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                "role": "assistant", "content": "".join(owner.words)}}],
+                            "usage": {"prompt_tokens": 30, "completion_tokens": 5,
+                                      "total_tokens": 35}})
+                except (BrokenPipeError, ConnectionResetError):
+                    owner.client_gone.set()
+
+            def _send_json(self, status: int, reply: dict[str, Any],
+                           headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
+                self.send_response(status)
+                for key, value in {"Content-Type": "application/json",
+                                   "Content-Length": str(len(data)), **(headers or {})}.items():
+                    self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _stream(self, body: dict[str, Any]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+
+                def send(chunk: dict[str, Any]) -> None:
+                    chunk = {"id": "c1", "object": "chat.completion.chunk",
+                             "model": body["model"], **chunk}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+
+                for w in owner.words:
+                    send({"choices": [{"index": 0, "delta": {"content": w},
+                                       "finish_reason": None}]})
+                    time.sleep(owner.chunk_delay_s)
+                send({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                if owner.stream_usage and (body.get("stream_options") or {}).get("include_usage"):
+                    send({"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 7,
+                                                   "total_tokens": 37}})
+                self.wfile.write(b"data: [DONE]\n\n")
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -212,46 +246,119 @@ def llm_server() -> Iterator[FakeLLMServer]:
 
 
 def _http(tmp_path: Path, url: str, **kw: Any) -> OpenAIHTTPGenerator:
-    s = _settings(tmp_path, generator_backend="openai", generator_url=url,
-                  generator_api_key="sk-test", generator_timeout_s=5, **kw)
-    return OpenAIHTTPGenerator(s, backoff_s=0.01)
+    base: dict[str, Any] = dict(generator_backend="openai", generator_url=url,
+                                generator_api_key="sk-test", generator_timeout_s=5)
+    base.update(kw)
+    return OpenAIHTTPGenerator(_settings(tmp_path, **base))
 
 
 def test_http_generate(tmp_path: Path, llm_server: FakeLLMServer) -> None:
-    result = _http(tmp_path, llm_server.url).generate(MESSAGES, max_new_tokens=9)
+    gen = _http(tmp_path, llm_server.url, generator_model="served-model", temperature=0.7,
+                seed=42)
+    assert not gen.loaded
+    result = gen.generate(MESSAGES, max_new_tokens=9)
+    assert gen.loaded
     assert result.text == "Standard shipping takes 3-5 days [1]."
-    assert result.tokens == 5
+    assert (result.tokens, result.prompt_tokens, result.finish_reason) == (5, 30, "stop")
+    assert result.model == "served-model"
     sent = llm_server.requests[0]
     assert sent["path"] == "/v1/chat/completions"
-    assert sent["body"]["messages"] == MESSAGES and sent["body"]["max_tokens"] == 9
+    body = sent["body"]
+    assert body["messages"] == MESSAGES and body["max_tokens"] == 9
+    assert (body["model"], body["temperature"], body["seed"]) == ("served-model", 0.7, 42)
+    assert not body.get("stream")
     assert sent["auth"] == "Bearer sk-test"
+    gen.close()
+    assert not gen.loaded
 
 
-def test_http_stream_parses_server_sent_events(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+def test_http_appends_v1_to_a_bare_server_url(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+    bare = llm_server.url.removesuffix("/v1") + "/"
+    gen = _http(tmp_path, bare, generator_api_key="")
+    assert gen.url == llm_server.url + "/chat/completions"
+    assert gen.generate("how long is shipping?").text.startswith("Standard shipping")
+    sent = llm_server.requests[0]
+    assert sent["path"] == "/v1/chat/completions"
+    assert sent["body"]["messages"] == [{"role": "user", "content": "how long is shipping?"}]
+    assert sent["auth"] == "Bearer unused"
+
+
+@pytest.mark.parametrize("server_usage", [False, True])
+def test_http_stream_parses_server_sent_events(tmp_path: Path, llm_server: FakeLLMServer,
+                                               server_usage: bool) -> None:
+    llm_server.stream_usage = server_usage
     stream = _http(tmp_path, llm_server.url).stream(MESSAGES)
     pieces = list(stream)
-    assert pieces == ["Standard ", "shipping ", "takes ", "3-5 days ", "[1]."]
+    assert pieces == FakeLLMServer.WORDS
     assert stream.result is not None
     assert stream.result.text == "Standard shipping takes 3-5 days [1]."
-    assert llm_server.requests[0]["body"]["stream"] is True
+    assert stream.result.finish_reason == "stop"
+    # The server's usage when it reports one, otherwise the content chunks counted.
+    expected = (7, 30) if server_usage else (5, 0)
+    assert (stream.result.tokens, stream.result.prompt_tokens) == expected
+    body = llm_server.requests[0]["body"]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
 
+def test_http_stream_cancel_closes_the_connection(tmp_path: Path,
+                                                  llm_server: FakeLLMServer) -> None:
+    llm_server.words = ["word "] * 1000
+    llm_server.chunk_delay_s = 0.005
+    stream = _http(tmp_path, llm_server.url).stream(MESSAGES)
+    assert next(stream) == "word "
+    stream.cancel()
+    assert stream.cancelled.is_set()
+    assert llm_server.client_gone.wait(5), "the HTTP response stayed open after cancel()"
+    assert stream.result is None
+    with pytest.raises(StopIteration):
+        next(stream)
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
 @pytest.mark.parametrize("mode", ["generate", "stream"])
 def test_http_retries_after_a_server_error(tmp_path: Path, llm_server: FakeLLMServer,
-                                           mode: str) -> None:
+                                           mode: str, status: int) -> None:
     llm_server.fail_next = 2
+    llm_server.fail_status = status
     gen = _http(tmp_path, llm_server.url, generator_retries=2)
     text = gen.generate(MESSAGES).text if mode == "generate" else "".join(gen.stream(MESSAGES))
     assert text.startswith("Standard shipping")
     assert len(llm_server.requests) == 3
 
 
+@pytest.mark.parametrize("mode", ["generate", "stream"])
 def test_http_gives_a_clean_error_when_the_server_stays_down(tmp_path: Path,
-                                                             llm_server: FakeLLMServer) -> None:
+                                                             llm_server: FakeLLMServer,
+                                                             mode: str) -> None:
     llm_server.fail_next = 100
     gen = _http(tmp_path, llm_server.url, generator_retries=1)
-    with pytest.raises(GenerationError, match="failed after 2 attempts.*HTTP 500"):
+    with pytest.raises(GenerationError,
+                       match="failed after 2 attempts.*HTTP 500.*CHATBOT_GENERATOR_BACKEND"):
+        gen.generate(MESSAGES) if mode == "generate" else list(gen.stream(MESSAGES))
+    assert len(llm_server.requests) == 2
+
+
+@pytest.mark.parametrize("status", [401, 400, 404])
+@pytest.mark.parametrize("mode", ["generate", "stream"])
+def test_http_refusal_is_not_retried(tmp_path: Path, llm_server: FakeLLMServer, mode: str,
+                                     status: int) -> None:
+    llm_server.fail_next = 1
+    llm_server.fail_status = status
+    gen = _http(tmp_path, llm_server.url, generator_retries=3)
+    with pytest.raises(GenerationError, match=rf"refused the request \(HTTP {status}.*"
+                                              "CHATBOT_GENERATOR_MODEL and "
+                                              "CHATBOT_GENERATOR_API_KEY"):
+        gen.generate(MESSAGES) if mode == "generate" else list(gen.stream(MESSAGES))
+    assert len(llm_server.requests) == 1
+
+
+def test_http_times_out_and_retries(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+    llm_server.delay_s = 1.0
+    gen = _http(tmp_path, llm_server.url, generator_timeout_s=0.2, generator_retries=1)
+    started = time.monotonic()
+    with pytest.raises(GenerationError, match=r"failed after 2 attempts \(timed out after 0.2s\)"):
         gen.generate(MESSAGES)
+    assert time.monotonic() - started < 5
     assert len(llm_server.requests) == 2
 
 
@@ -262,7 +369,7 @@ def test_http_gives_a_clean_error_when_nothing_listens(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     gen = _http(tmp_path, f"http://127.0.0.1:{port}", generator_retries=1)
-    with pytest.raises(GenerationError, match="ConnectError"):
+    with pytest.raises(GenerationError, match="failed after 2 attempts.*ConnectError"):
         list(gen.stream(MESSAGES))
 
 

@@ -143,3 +143,59 @@ def test_a_version_published_elsewhere_is_picked_up_without_reload(
     time.sleep(0.02)
     assert replica.search("gift wrapping")[0].document.record_id == "gift-001"
     assert replica.index_version == published.version
+
+
+class CountingEncoder:
+    """A backend stand-in (same interface as the ONNX/PyTorch encoders): the real encoder,
+    recording every text it is asked to embed."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.texts: list[str] = []
+        self.calls = 0
+
+    @property
+    def dimension(self) -> int:
+        return int(self.inner.dimension)
+
+    def encode(self, texts, *, batch_size, progress=False):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        self.texts += list(texts)
+        return self.inner.encode(texts, batch_size=batch_size, progress=progress)
+
+
+CONVERSATION = ["do you ship to canada", "how long does it take", "and can i pay with paypal"]
+
+
+def _answer_conversation(retriever: Retriever) -> None:
+    history: list[Turn] = []
+    for message in CONVERSATION:
+        retriever.search(message, history=history)
+        history += [Turn("customer", message), Turn("agent", "an answer")]
+
+
+def test_each_customer_turn_is_embedded_once_across_a_conversation(
+    settings: Settings, embedder: Embedder
+) -> None:
+    reindex(settings, progress=False, embedder=embedder)
+    counting = CountingEncoder(embedder.encoder)
+    retriever = Retriever(settings, Embedder(settings, encoder=counting))
+    _answer_conversation(retriever)
+    assert sorted(counting.texts) == sorted(CONVERSATION)  # 3 turns, 3 encodings
+    assert counting.calls == 3
+
+
+def test_history_missing_from_the_cache_is_encoded_in_one_call(
+    settings: Settings, embedder: Embedder
+) -> None:
+    """Another replica answered the first turns: they are encoded once, with the question."""
+    reindex(settings, progress=False, embedder=embedder)
+    counting = CountingEncoder(embedder.encoder)
+    retriever = Retriever(settings, Embedder(settings, encoder=counting))
+    history = [Turn("customer", CONVERSATION[0]), Turn("agent", "yes"),
+               Turn("customer", CONVERSATION[1]), Turn("agent", "5-8 days")]
+    hits = retriever.search(CONVERSATION[2], history=history)
+    assert counting.calls == 1 and sorted(counting.texts) == sorted(CONVERSATION)
+    assert hits[0].document.record_id == "pay-001"
+    retriever.search(CONVERSATION[2], history=history)
+    assert counting.calls == 1  # all three are cache hits now

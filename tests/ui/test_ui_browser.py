@@ -2,8 +2,9 @@
 
 A real uvicorn server runs ``chatbot.web.app.create_app`` with the stand-in pipeline and a temporary
 SQLite database migrated by Alembic; Debian's chromium (never a downloaded browser) is driven by
-Playwright. The tests check what a customer sees and what the database then holds, and leave
-screenshots in bench/results/ (widget.png, widget_phone.png, gradio_chat.png, gradio_admin.png).
+Playwright. The tests check what a customer sees and what the database then holds, and take
+screenshots (widget.png, widget_phone.png, gradio_chat.png, gradio_admin.png) into a temporary
+folder, or into ``--screenshots DIR`` (``make screenshots`` keeps them in bench/results/).
 
 They skip with a message when /usr/bin/chromium or playwright is missing
 (``apt-get update && apt-get install -y chromium`` installs the browser; ``make test`` tries).
@@ -32,7 +33,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 XSS = "<img src=x onerror=alert(1)>"
 MAX_CHARS = 500  # a small server-side limit so the too-long test can exceed it
 
@@ -46,8 +46,9 @@ class Live:
 
 
 class StandInReindexer:
-    """Stands in for chatbot.retrieval.index.reindex (same call) so the admin tab's re-index button can
-    be tested without embedding models: it reports progress in steps, then a new version."""
+    """Stands in for chatbot.retrieval.index.reindex (same call) so the admin tab's re-index
+    button can be tested without embedding models: it reports progress in steps, then a new
+    version."""
 
     def __init__(self) -> None:
         self.calls: list[bool] = []
@@ -156,9 +157,17 @@ def page(browser: Any) -> Iterator[Any]:
         context.close()
 
 
-def _shot(page: Any, name: str, **kwargs: Any) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(RESULTS / name), **kwargs)
+Shot = Callable[..., None]
+
+
+@pytest.fixture
+def shot(screenshot_dir: Path) -> Shot:
+    """Save a screenshot of ``page`` as ``name`` (see ``--screenshots`` in tests/conftest.py)."""
+
+    def take(page: Any, name: str, **kwargs: Any) -> None:
+        page.screenshot(path=str(screenshot_dir / name), **kwargs)
+
+    return take
 
 
 def _rating(service: ChatService, message_id: str) -> str | None:
@@ -201,7 +210,7 @@ def _stored_conversation_id(page: Any) -> str:
     return str(ids[0])
 
 
-def test_widget_streams_an_answer_with_sources_and_records_thumbs_up(page: Any,
+def test_widget_streams_an_answer_with_sources_and_records_thumbs_up(shot: Shot, page: Any,
                                                                       live: Live) -> None:
     from playwright.sync_api import expect
 
@@ -231,7 +240,7 @@ def test_widget_streams_an_answer_with_sources_and_records_thumbs_up(page: Any,
     with live.service._sessions() as session:
         assert session.get(Message, message_id).conversation_id == conversation.id
     assert watch.errors == [] and watch.dialogs == []
-    _shot(page, "widget.png")
+    shot(page, "widget.png")
 
 
 def test_widget_shows_markup_typed_by_a_customer_as_text(page: Any, live: Live) -> None:
@@ -321,11 +330,11 @@ def test_widget_reports_a_too_long_message_and_gives_the_text_back(page: Any,
     text = "Where is my order? " * 40  # longer than the server's MAX_CHARS
     box.fill(text)
     box.press("Enter")
-    expect(page.locator(".cw-msg--error")).to_contain_text(f"the limit is {MAX_CHARS}")
+    expect(page.locator(".cw-msg--error")).to_contain_text(f"more than the {MAX_CHARS} allowed")
     expect(box).to_have_value(text.strip())  # nothing the customer typed is lost
 
 
-def test_widget_fills_a_phone_screen(browser: Any, live: Live) -> None:
+def test_widget_fills_a_phone_screen(shot: Shot, browser: Any, live: Live) -> None:
     from playwright.sync_api import expect
 
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
@@ -337,7 +346,7 @@ def test_widget_fills_a_phone_screen(browser: Any, live: Live) -> None:
         panel = page.get_by_role("dialog", name="Pinecrest help").bounding_box()
         assert panel == {"x": 0, "y": 0, "width": 390, "height": 844}
         expect(page.locator(".cw-launcher")).to_be_hidden()  # the panel has its own close
-        _shot(page, "widget_phone.png")
+        shot(page, "widget_phone.png")
         page.get_by_role("button", name="Close chat").click()
         expect(page.locator(".cw-launcher")).to_be_visible()
     finally:
@@ -360,7 +369,8 @@ def _latest_web_conversation(service: ChatService) -> str:
     return latest.id
 
 
-def test_gradio_chat_answers_with_sources_and_records_a_like(page: Any, live: Live) -> None:
+def test_gradio_chat_answers_with_sources_and_records_a_like(shot: Shot, page: Any,
+                                                             live: Live) -> None:
     from playwright.sync_api import expect
 
     watch = Watch(page)
@@ -380,7 +390,7 @@ def test_gradio_chat_answers_with_sources_and_records_a_like(page: Any, live: Li
     like.click()
     assert wait_until(lambda: _rating(live.service, bot[-1].id)) == "up"
     assert watch.errors == []
-    _shot(page, "gradio_chat.png")
+    shot(page, "gradio_chat.png")
 
 
 def test_gradio_chat_shows_markup_typed_by_a_customer_as_text(page: Any, live: Live) -> None:
@@ -411,7 +421,7 @@ def test_gradio_talk_to_a_human_hands_the_conversation_over(page: Any, live: Liv
 
 
 def test_gradio_admin_tab_needs_the_token_then_shows_stats_transcripts_and_reindexes(
-        page: Any, live: Live) -> None:
+        shot: Shot, page: Any, live: Live) -> None:
     from playwright.sync_api import expect
 
     page.goto(live.url + "/")
@@ -444,4 +454,4 @@ def test_gradio_admin_tab_needs_the_token_then_shows_stats_transcripts_and_reind
         "index standin-v2: 5 documents (1 added", timeout=30_000)
     assert live.reindexer.calls == [False]
     assert live.pipeline.reloads == reloads + 1  # the serving pipeline picked up the new index
-    _shot(page, "gradio_admin.png", full_page=True)
+    shot(page, "gradio_admin.png", full_page=True)

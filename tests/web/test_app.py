@@ -138,6 +138,29 @@ def test_closing_a_conversation_sets_its_end_and_a_new_message_reopens_it(
     assert missing.status_code == 404 and "nope" in missing.json()["error"]
 
 
+def test_a_customer_transcript_never_shows_admin_fields(client: TestClient) -> None:
+    chat = client.post("/api/v1/chat", json={"message": "how long is delivery",
+                                             "customer_ref": "acct-7"}).json()
+    client.post("/api/v1/feedback", json={"message_id": chat["message_id"], "rating": "up",
+                                          "comment": "quick"})
+    client.post("/api/v1/handoff", json={"conversation_id": chat["conversation_id"]})
+    url = f"/api/v1/conversations/{chat['conversation_id']}"
+    public = client.get(url).json()
+    assert set(public) == {"id", "channel", "status", "started_at", "ended_at", "messages"}
+    for message in public["messages"]:
+        assert set(message) == {"id", "role", "text", "created_at", "route", "confidence",
+                                "rating"}
+    admin = client.get(f"/api/v1/admin{url.removeprefix('/api/v1')}", headers=ADMIN).json()
+    assert admin["customer_ref"] == "acct-7" and len(admin["handoffs"]) == 1
+    assert admin["feedback"][0]["comment"] == "quick"
+    assert {"latency_ms", "model", "index_version", "reason", "hits"} <= set(admin["messages"][1])
+    # The admin view is the customer's plus its own fields, with the same values.
+    assert {k: admin[k] for k in public if k != "messages"} == {
+        k: v for k, v in public.items() if k != "messages"}
+    assert [{k: m[k] for k in public["messages"][0]} for m in admin["messages"]] == \
+        public["messages"]
+
+
 def test_health_is_ready_only_when_the_pipeline_is(settings: Settings,
                                                    migrated_engine: Engine) -> None:  # noqa: F811
     pipeline = StandInPipeline()
@@ -166,9 +189,9 @@ def test_widget_files_are_served(client: TestClient) -> None:
 
 # --- bad input -------------------------------------------------------------------------------
 @pytest.mark.parametrize("payload, reason", [
-    ({"message": ""}, "message: must not be empty"),
-    ({"message": "   "}, "message: must not be empty"),
-    ({"message": "x" * 4001}, "message is 4001 characters long; the limit is 4000"),
+    ({"message": ""}, "the message is empty"),
+    ({"message": "   "}, "the message is empty"),
+    ({"message": "x" * 4001}, "the message has 4001 characters, more than the 4000 allowed"),
     ({}, "message: is required"),
     ({"message": 5}, "message: Input should be a valid string"),
     ({"message": "hi", "channel": "fax"}, "channel: Input should be 'web', 'widget' or 'api'"),
@@ -229,6 +252,47 @@ def test_rate_limit_answers_429_with_retry_after(settings: Settings,
         assert 1 <= int(limited.headers["retry-after"]) <= 60
         assert "too many requests" in limited.json()["error"]
         assert client.get("/api/v1/health").status_code == 200  # health is not limited
+
+
+def test_the_same_routes_are_rate_limited(settings: Settings,
+                                          migrated_engine: Engine) -> None:  # noqa: F811
+    with make_client(settings, migrated_engine, rate_limit_per_minute=1) as client:
+        chat = client.post("/api/v1/chat", json={"message": "hi"}).json()  # the one allowed
+        conversation = chat["conversation_id"]
+        limited = [
+            ("post", "/api/v1/chat", {"json": {"message": "hi"}}),
+            ("post", "/api/v1/chat/stream", {"json": {"message": "hi"}}),
+            ("post", "/api/v1/feedback", {"json": {"conversation_id": conversation, "csat": 5}}),
+            ("post", "/api/v1/handoff", {"json": {"conversation_id": conversation}}),
+            ("post", f"/api/v1/conversations/{conversation}/close", {}),
+            ("post", "/v1/chat/completions",
+             {"json": {"messages": [{"role": "user", "content": "hi"}]}}),
+        ]
+        for method, path, kwargs in limited:
+            assert getattr(client, method)(path, **kwargs).status_code == 429, path
+        free = [("get", f"/api/v1/conversations/{conversation}", {}),
+                ("get", "/api/v1/health", {}), ("get", "/v1/models", {}),
+                ("get", "/api/v1/admin/stats", {"headers": ADMIN})]
+        for method, path, kwargs in free:
+            assert getattr(client, method)(path, **kwargs).status_code == 200, path
+
+
+def test_two_apps_in_one_process_keep_their_own_service_and_token(
+        settings: Settings, migrated_engine: Engine) -> None:  # noqa: F811
+    # The routers are module-level; each app's dependencies read its own app.state.
+    with make_client(settings, migrated_engine, admin_token="token-a") as a, \
+            make_client(settings, migrated_engine, admin_token="token-b",
+                        rate_limit_per_minute=1) as b:
+        assert a.get("/api/v1/admin/stats",
+                     headers={"Authorization": "Bearer token-a"}).status_code == 200
+        assert b.get("/api/v1/admin/stats",
+                     headers={"Authorization": "Bearer token-a"}).status_code == 401
+        assert b.get("/api/v1/admin/stats",
+                     headers={"Authorization": "Bearer token-b"}).status_code == 200
+        for _ in range(2):
+            assert a.post("/api/v1/chat", json={"message": "hi"}).status_code == 200
+        assert b.post("/api/v1/chat", json={"message": "hi"}).status_code == 200
+        assert b.post("/api/v1/chat", json={"message": "hi"}).status_code == 429
 
 
 def test_cors_allows_only_the_configured_origins(settings: Settings,

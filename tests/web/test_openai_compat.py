@@ -3,16 +3,14 @@ uvicorn server on a free loopback port (stand-in pipeline, SQLite and PostgreSQL
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 import pytest
-import uvicorn
 from dbfixtures import database_url, migrated_engine  # noqa: F401
+from fastapi import FastAPI
 from sqlalchemy import Engine
 from standin import StandInPipeline
 
@@ -28,30 +26,12 @@ class Server:
     pipeline: StandInPipeline
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def server(settings: Settings, migrated_engine: Engine) -> Iterator[Server]:  # noqa: F811
+def server(settings: Settings, migrated_engine: Engine,  # noqa: F811
+           serve: Callable[[FastAPI], str]) -> Server:
     pipeline = StandInPipeline()
     app = create_app(settings, pipeline=pipeline, engine=migrated_engine, mount_ui=False)
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield Server(f"http://127.0.0.1:{port}/v1", app.state.service, pipeline)
-    finally:
-        uv.should_exit = True
-        thread.join(10)
+    return Server(f"{serve(app)}/v1", app.state.service, pipeline)
 
 
 @pytest.fixture
@@ -131,14 +111,25 @@ def test_last_message_must_be_from_the_user(client: openai.OpenAI) -> None:
 
 
 def test_empty_and_over_long_questions_are_rejected(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError, match="must not be empty"):
+    with pytest.raises(openai.BadRequestError, match="the message is empty"):
         client.chat.completions.create(
             model="chatbot", messages=[{"role": "user", "content": "  "}])
-    with pytest.raises(openai.BadRequestError, match="the limit is 4000"):
+    with pytest.raises(openai.BadRequestError, match="more than the 4000 allowed"):
         client.chat.completions.create(
             model="chatbot", messages=[{"role": "user", "content": "x" * 4001}])
     with pytest.raises(openai.BadRequestError, match="messages"):
         client.chat.completions.create(model="chatbot", messages=[])
+
+
+@pytest.mark.parametrize("content", ["", [{"type": "image_url",
+                                           "image_url": {"url": "https://x.example/a.png"}}]])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_last_user_message_without_text_is_a_400(client: openai.OpenAI, content: Any,
+                                                    stream: bool) -> None:
+    messages: Any = [{"role": "user", "content": "hi"}, {"role": "user", "content": content}]
+    with pytest.raises(openai.BadRequestError, match="the message is empty") as info:
+        client.chat.completions.create(model="chatbot", stream=stream, messages=messages)
+    assert info.value.status_code == 400 and info.value.param == "message"
 
 
 def test_models_endpoint_lists_the_bot(client: openai.OpenAI) -> None:
