@@ -287,6 +287,29 @@ def eval_answers_command(
     _print_json(result, json_out)
 
 
+@app.command("eval-demo")
+def eval_demo_command(
+    split: str = typer.Option("test", "--split", help="test (report) or dev (tune)."),
+    generator: str = typer.Option("none", "--generator", help="none (routing only, fast), "
+                                  "finetuned, base or PATH (an adapter or a model folder)."),
+    data: Path | None = typer.Option(None, "--data", help="Held-out JSONL (default: "
+                                     "bench/data/demo_heldout.jsonl)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the JSON here."),
+) -> None:
+    """Correct, wrong and fallback answers on the held-out demo set, over the active index
+    (run `chatbot reindex` on the demo knowledge base first)."""
+    from chatbot.evaluation.demo import DEFAULT_DATA, SPLITS, eval_demo
+
+    if split not in SPLITS:
+        _fail(ChatbotError(f"--split must be {' or '.join(SPLITS)}, not {split!r}"))
+    try:
+        result = eval_demo(_settings(), path=data or DEFAULT_DATA, split=split,
+                           generator=generator, progress=True)
+    except ChatbotError as error:
+        _fail(error)
+    _print_json(result, json_out)
+
+
 def _print_json(result: dict, json_out: Path | None) -> None:
     text = json.dumps(result, indent=2)
     if json_out:
@@ -303,7 +326,8 @@ app.add_typer(finetune_app, name="finetune")
 def finetune_generator_command(
     output: Path | None = typer.Option(
         None, "--output",
-        help="Where to save (default: the shipped adapter, chatbot/generation/adapters/smollm2-pinecrest)."),
+        help="Where to save (default: the shipped adapter, "
+        "chatbot/generation/adapters/smollm2-pinecrest)."),
     full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
     steps: int = typer.Option(300, "--steps", min=1, help="Optimizer steps at most."),
     minutes: float = typer.Option(0.0, "--minutes", min=0, help="Training time budget (0: none)."),
