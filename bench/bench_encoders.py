@@ -11,8 +11,8 @@ Sections, each number with its machine state, thread count and cache state:
 3. Same answers? Retrieval recall@1/@5 and MRR (hybrid and dense-only) on Bitext (its seeded
    80/20 split) and CLINC150 (train indexed, test asked), and CLINC150 routing (calibrated on
    val + oos_val at the default target precision, tested on test + oos_test): the same code as
-   `chatbot eval-retrieval` and `chatbot eval-routing`. A backend's vectors are computed once
-   per text in this section (a per-text memo), since only quality is read from it.
+   `chatbot eval-retrieval` and `chatbot eval-routing`. Each backend embeds every text once
+   here, in batches at 1 thread (a per-text memo), since only quality is read from it.
 4. Concurrent callers: N threads each asking distinct questions (cache off), with the
    BatchingEncoder (one model worker, 2 ms window) and without it (each caller runs the model
    in its own thread): queries/s, latency, CPU per query, encoder calls.
@@ -25,6 +25,7 @@ average around it.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import DATASETS, ROOT, write_csv, write_report  # first: offline env
+from common import DATASETS, RESULTS, ROOT, write_csv, write_report  # first: offline env
 
 from chatbot.config import Settings
 from chatbot.evaluation.answers import eval_routing
@@ -164,6 +165,11 @@ def cosines(backends: Backends, texts: list[str]) -> dict[str, Any]:
 
 
 # --- 3. same answers? --------------------------------------------------------------------------
+def _rows(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.reader(handle))[1:]
+
+
 def quality_files(tmp: Path) -> dict[str, Path]:
     train, test = bitext_split(next((DATASETS / "bitext").glob("*.csv")))
     files = {
@@ -183,11 +189,18 @@ def quality_files(tmp: Path) -> dict[str, Path]:
 
 
 def quality(backends: Backends, files: dict[str, Path], quick: bool) -> dict[str, Any]:
+    used = [name for name in files if not quick or not name.startswith(("clinc_val", "clinc_oos"))]
+    texts = [row[0] for name in used for row in _rows(files[name])]
     out: dict[str, Any] = {}
     for backend in BACKENDS:
-        settings = settings_for(backend, 2, cache=4096)
-        embedder = Embedder(settings, encoder=Memo(backends.get(backend, 2)))
+        settings = settings_for(backend, 1, cache=4096)
+        memo = Memo(backends.get(backend, 1))
         block: dict[str, Any] = {"load_before": load_average()}
+        # Every text once, in batches (1 thread: the box is shared); the searches then only
+        # look their vectors up.
+        print(f"[quality] {backend}: embedding {len(set(texts))} texts", flush=True)
+        memo.encode(list(dict.fromkeys(texts)), batch_size=64, progress=True)
+        embedder = Embedder(settings, encoder=memo)
         for name in ("bitext", "clinc"):
             queries = files[f"{name}_test"]
             if quick:
@@ -279,10 +292,47 @@ def one_load(backends: Backends, backend: str, threads: int, callers: int, batch
 
 
 # --- report --------------------------------------------------------------------------------------
+RECALL_TOLERANCE = 0.005  # |recall@1 - torch's| allowed before a backend may be the default
+ROUTING_TOLERANCE = 0.01  # the same for each CLINC150 routing rate
+
+
+def verdict(quality: dict[str, Any]) -> dict[str, Any]:
+    """Each backend against PyTorch: the largest recall@1 and routing differences, and
+    whether they stay within the tolerances."""
+    base = quality.get("torch")
+    out: dict[str, Any] = {}
+    for backend, block in quality.items():
+        if backend == "torch" or base is None:
+            continue
+        recall = max(abs(block[d][m]["recall@1"] - base[d][m]["recall@1"])
+                     for d in ("bitext", "clinc") for m in block[d])
+        row: dict[str, Any] = {"max_recall@1_difference": round(recall, 4)}
+        ok = recall <= RECALL_TOLERANCE
+        if "routing" in block and "routing" in base:
+            routing = max(abs(block["routing"][k] - base["routing"][k])
+                          for k in ("in_scope_answered", "in_scope_correct", "oos_fallback"))
+            row["max_routing_difference"] = round(routing, 4)
+            ok = ok and routing <= ROUTING_TOLERANCE
+        row["within_tolerance"] = ok
+        out[backend] = row
+    return out
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Embedding backends and micro-batching", "",
              f"Machine: {results['machine']}. Command: `{results['command']}`. "
              f"{results['note']}", ""]
+    if "quality" in results:
+        lines += [f"Quality gate against PyTorch (recall@1 within {RECALL_TOLERANCE} on Bitext "
+                  f"and CLINC150, hybrid and dense; CLINC150 routing rates within "
+                  f"{ROUTING_TOLERANCE}):", ""]
+        for backend, v in verdict(results["quality"]).items():
+            routing = v.get("max_routing_difference", "not measured")
+            lines.append(f"- {backend}: largest recall@1 difference "
+                         f"{v['max_recall@1_difference']}, largest routing difference "
+                         f"{routing}: {'within' if v['within_tolerance'] else 'OUTSIDE'} "
+                         "tolerance.")
+        lines.append("")
     if "single" in results:
         lines += ["## One query at a time (query cache off; medians over the queries)", "",
                   "| backend | threads | path | n | p50 ms | p95 ms | CPU ms/query p50 | "
@@ -337,7 +387,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="fewer queries, 300 per quality set, no routing")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite encoders.md from encoders.json")
     args = parser.parse_args()
+    if args.render:
+        results = json.loads((RESULTS / "encoders.json").read_text())
+        if "quality" in results:
+            results["verdict"] = verdict(results["quality"])
+        write_report("encoders", results, markdown(results))
+        return
     if not DATASETS.is_dir():
         print("../shared/datasets is absent: encoder benchmark skipped")
         return
@@ -360,6 +418,7 @@ def main() -> None:
         results["concurrent"] = concurrent(backends, questions[1000:], args.quick)
         write_report("encoders", results, markdown(results))
         results["quality"] = quality(backends, files, args.quick)
+        results["verdict"] = verdict(results["quality"])
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["machine"] += f", at the end {load_average()}"
     write_report("encoders", results, markdown(results))

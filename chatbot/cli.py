@@ -18,8 +18,10 @@ import typer
 from chatbot.config import Settings, describe_settings
 from chatbot.errors import ChatbotError
 
+# No local variables in tracebacks: they would print settings and URLs, passwords included.
 app = typer.Typer(
-    help="Self-hosted customer-service chatbot.", no_args_is_help=True, add_completion=False
+    help="Self-hosted customer-service chatbot.", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
 config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -60,10 +62,11 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 def reindex(
     full: bool = typer.Option(False, "--full", help="Re-embed everything, ignoring the cache."),
 ) -> None:
-    """Re-read the knowledge base and publish a new index version if anything changed."""
+    """Re-read the knowledge base and the approved suggestions (in the database) and publish a
+    new index version if anything changed."""
     from tqdm import tqdm
 
-    from chatbot.retrieval.index import reindex as run_reindex
+    from chatbot.learning.knowledge import reindex_from_settings as run_reindex
 
     settings = _settings()
     bar: tqdm | None = None
@@ -152,35 +155,89 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
         upgrade(settings, revision)
     except ChatbotError as error:
         _fail(error)
-    typer.echo(f"database at {revision}: {settings.resolved_database_url}")
+    typer.echo(f"database at {revision}: {settings.masked_database_url}")
+
+
+@app.command()
+def purge(
+    older_than: float | None = typer.Option(
+        None, "--older-than", metavar="DAYS",
+        help="Delete conversations inactive for more than DAYS (default: "
+        "CHATBOT_RETENTION_DAYS)."),
+) -> None:
+    """Delete the conversations (messages, hits, feedback, hand-overs) inactive for longer than
+    the retention period; the server does the same every CHATBOT_RETENTION_INTERVAL_S."""
+    from chatbot.conversations.engine import check_schema, make_engine
+    from chatbot.conversations.retention import purge as run_purge
+
+    settings = _settings()
+    if older_than is None and not settings.retention_days:
+        _fail(ChatbotError("nothing to purge: CHATBOT_RETENTION_DAYS is 0 (keep forever); set "
+                           "it or pass --older-than DAYS"))
+    days = settings.retention_days if older_than is None else older_than
+    try:
+        engine = make_engine(settings)
+        try:
+            check_schema(engine)
+            deleted = run_purge(engine.begin, days)
+        finally:
+            engine.dispose()
+    except ChatbotError as error:
+        _fail(error)
+    typer.echo(f"deleted {deleted} conversation(s) inactive for more than {days:g} days")
 
 
 @app.command()
 def serve(
     host: str | None = typer.Option(None, help="Bind address (default: CHATBOT_HOST)."),
     port: int | None = typer.Option(None, help="Port (default: CHATBOT_PORT)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, max=64, help="Processes serving the port (default: "
+        "CHATBOT_WORKERS); each loads and warms its models before it takes traffic."),
     build_index: bool = typer.Option(True, help="Build the index first when none exists."),
 ) -> None:
     """Migrate the database, build the index if missing, and serve UI, API and widget."""
+    import os
+
     import uvicorn
 
-    from chatbot.conversations.engine import upgrade
+    from chatbot.config import check_bind
+    from chatbot.conversations.engine import check_schema, make_engine, upgrade
     from chatbot.web.app import create_app
 
     settings = _settings()
+    host = host or settings.host
+    workers = workers or settings.workers
     try:
+        check_bind(settings, host)  # the dev admin token serves loopback only
         upgrade(settings)
         if build_index:
-            from chatbot.retrieval.index import active_version, reindex
+            from chatbot.learning.knowledge import reindex_from_settings
+            from chatbot.retrieval.index import active_version
 
             if active_version(settings) is None:
                 typer.echo("no index yet: building it from " + str(settings.knowledge_base))
-                typer.echo(reindex(settings).summary())
-        app_ = create_app(settings)
+                typer.echo(reindex_from_settings(settings).summary())
+        if workers == 1:
+            app_ = create_app(settings)
+        else:
+            engine = make_engine(settings)
+            check_schema(engine)  # what each worker's create_app checks, once, readably
+            engine.dispose()
     except ChatbotError as error:
         _fail(error)
-    uvicorn.run(app_, host=host or settings.host, port=port or settings.port,
-                log_level=settings.log_level.lower())
+    port, level = port or settings.port, settings.log_level.lower()
+    if workers == 1:
+        uvicorn.run(app_, host=host, port=port, log_level=level)
+        return
+    if not settings.torch_threads:
+        # Each worker's models get an equal share of the cores: N workers each using every
+        # core would fight for them (DESIGN.md: thread oversubscription).
+        os.environ["CHATBOT_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    # An app object cannot cross into another process: each worker builds its own from the
+    # same environment and runs the start-up warm-up before uvicorn lets it accept.
+    uvicorn.run("chatbot.web.app:app_from_env", factory=True, workers=workers, host=host,
+                port=port, log_level=level)
 
 
 @app.command()
@@ -388,6 +445,62 @@ def finetune_embedder_command(
     except ChatbotError as error:
         _fail(error)
     typer.echo(json.dumps(metrics, indent=2))
+
+
+agents_app = typer.Typer(help="Support-team agents: who may answer hand-overs in the inbox.",
+                         no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
+
+
+def _desk():  # type: ignore[no-untyped-def]
+    from chatbot.conversations.agents import AgentDesk
+    from chatbot.conversations.engine import check_schema, make_engine
+
+    settings = _settings()
+    engine = make_engine(settings)
+    check_schema(engine)
+    return AgentDesk.standalone(settings, engine)
+
+
+@agents_app.command("add")
+def agents_add(name: str = typer.Argument(..., help="The agent's name, as customers see it.")
+               ) -> None:
+    """Create an agent and print their token (once: only its hash is stored)."""
+    try:
+        agent, token = _desk().add(name)
+    except ChatbotError as error:
+        _fail(error)
+    typer.echo(f"agent {agent.name} added. Their token (shown only now; give it to them "
+               "privately):")
+    typer.echo(token)
+    typer.echo("They sign in on the Inbox tab, or call /api/v1/agent/... with "
+               "Authorization: Bearer <token>.")
+
+
+@agents_app.command("list")
+def agents_list() -> None:
+    """Every agent: name, active or removed, when last seen."""
+    try:
+        agents = _desk().list_agents()
+    except ChatbotError as error:
+        _fail(error)
+    if not agents:
+        typer.echo("no agents yet: chatbot agents add NAME")
+    for agent in agents:
+        seen = agent.last_seen_at.strftime("%Y-%m-%d %H:%M UTC") if agent.last_seen_at \
+            else "never"
+        state = "active" if agent.active else "removed"
+        typer.echo(f"{agent.name}\t{state}\tlast seen {seen}")
+
+
+@agents_app.command("remove")
+def agents_remove(name: str = typer.Argument(..., help="The agent's name.")) -> None:
+    """Turn an agent's token off at once; their claimed hand-overs go back to the queue."""
+    try:
+        agent = _desk().remove(name)
+    except ChatbotError as error:
+        _fail(error)
+    typer.echo(f"agent {agent.name} removed: their token no longer works")
 
 
 # --- more commands are registered above this line ---

@@ -58,3 +58,14 @@ class InvalidRequestError(ChatbotError):
 
 class ConflictError(ChatbotError):
     """The request clashes with work in progress (a re-index is already running)."""
+
+
+class DatabaseUnavailableError(ChatbotError):
+    """The database cannot be reached (server down or restarting, connection dropped, pool
+    exhausted). Transient: the request may be retried once the database is back."""
+
+    MESSAGE = "the database is unavailable; try again shortly"
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason  # for the log and /health; customers get MESSAGE only
+        super().__init__(self.MESSAGE)

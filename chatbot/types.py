@@ -1,4 +1,4 @@
-"""Typed records passed between the stages: documents, turns, hits and replies.
+"""Typed records passed between the stages: documents, turns, hits, signals and replies.
 
 Stages exchange these frozen dataclasses, never loose dicts, so the pipeline's contract is
 visible in one place.
@@ -11,19 +11,25 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 DocKind = Literal["faq", "dialogue"]
 Role = Literal["customer", "agent"]
+# How urgently a person should pick up a hand-over: "high" for a frustrated customer.
+Priority = Literal["normal", "high"]
+PRIORITIES: tuple[Priority, ...] = ("normal", "high")
 
 
 @dataclass(frozen=True)
 class Turn:
-    """One message of a conversation. ``route`` is set on bot turns the pipeline produced."""
+    """One message of a conversation. ``route`` is set on bot turns the pipeline produced;
+    ``faq_id`` on the ones that answered from an FAQ (its first cited FAQ), so suggestions skip
+    what was already answered. It takes no part in equality: a turn is its role and text."""
 
     role: Role
     text: str
     route: str | None = None
+    faq_id: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,37 @@ class Hit:
     matched: str = ""
 
 
+@dataclass(frozen=True)
+class Signals:
+    """What one customer message says about the customer's state (read by
+    ``chatbot.answering.signals.SignalReader``; defined here so replies and the policy can carry
+    it without importing the reader)."""
+
+    sentiment: float  # VADER compound of the message, -1 (negative) .. 1 (positive)
+    frustration: float  # 0..1, the fitted logistic score
+    frustrated: bool  # frustration >= the frustration threshold
+    strongly_frustrated: bool = False  # frustrated, and the strong score >= its threshold
+    # Names of the cues that fired, by their pull on the frustration score (most first;
+    # "polite", which pulls the other way, last).
+    cues: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sentiment": round(self.sentiment, 4), "frustration": round(self.frustration, 4),
+            "frustrated": self.frustrated, "strongly_frustrated": self.strongly_frustrated,
+            "cues": list(self.cues),
+        }
+
+    def describe(self) -> str:
+        """One line for a routing reason: "frustration 0.93 (anger, says_repeated)"."""
+        cues = ", ".join(self.cues) or "no cue"
+        return f"frustration {self.frustration:.2f} ({cues})"
+
+
+# What a reader returns when the message is empty.
+NO_SIGNALS = Signals(sentiment=0.0, frustration=0.0, frustrated=False)
+
+
 class Route(str, Enum):  # noqa: UP042 - StrEnum would change str() of members, used in logs
     """How a reply was produced."""
 
@@ -91,6 +128,9 @@ class Route(str, Enum):  # noqa: UP042 - StrEnum would change str() of members, 
     GENERATED = "generated"  # a grounded generated answer citing sources
     FALLBACK = "fallback"  # "I'm not sure" with an offer of a human
     HANDOFF = "handoff"  # handed over to a human
+    # A person from the support team has the conversation: the bot stayed silent (no bot
+    # message is logged; the conversation service sets it, never the pipeline).
+    AGENT = "agent"
 
 
 @dataclass(frozen=True)
@@ -108,6 +148,10 @@ class Reply:
     index_version: str | None = None
     latency_ms: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+    signals: Signals | None = None  # of the customer's message; None when not read
+    priority: Priority = "normal"  # of a hand-over (route HANDOFF)
+    # Questions to offer next as chips (CHATBOT_SUGGESTIONS); none after a hand-over.
+    suggestions: tuple[Suggestion, ...] = ()
 
 
 class AnswerPipeline(Protocol):
@@ -124,8 +168,26 @@ class AnswerPipeline(Protocol):
         """Switch to the active index version if it changed since it was loaded."""
         ...
 
-    def answer(self, question: str, history: Sequence[Turn] = ()) -> Reply: ...
-
-    def stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[str | Reply]:
-        """Yield text deltas as they are produced, then exactly one final ``Reply``."""
+    def read_signals(self, question: str, history: Sequence[Turn] = ()) -> Signals | None:
+        """Sentiment and frustration of a customer message given the earlier turns, or None
+        when signals are off. The conversation service reads them before it logs the message
+        and hands them back to ``answer``/``stream``, so they are read once."""
         ...
+
+    def answer(self, question: str, history: Sequence[Turn] = (),
+               signals: Signals | None = None) -> Reply: ...
+
+    def stream(self, question: str, history: Sequence[Turn] = (),
+               signals: Signals | None = None) -> Iterator[str | Reply]:
+        """Yield text deltas as they are produced, then exactly one final ``Reply``.
+        ``signals`` are the message's (from ``read_signals``); None means read them here."""
+        ...
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A question offered to the customer as a clickable chip: the FAQ it opens, and its
+    question as the knowledge base words it (``chatbot.answering.suggest`` picks them)."""
+
+    faq_id: str
+    question: str

@@ -4,8 +4,12 @@ Serving tests (API, OpenAI-compatible endpoint, browser tests) pass this through
 (``create_app(settings, pipeline=StandInPipeline())``) so they test OUR serving code without
 loading models or building an index. It answers the five FAQs of the tiny test knowledge base
 verbatim (route FAQ) when the question shares enough words with one of their phrasings, hands
-over when the customer asks for a human, and falls back otherwise. ``stream`` yields the reply
-word by word, then the Reply, like the real pipeline.
+over when the customer asks for a human, and falls back otherwise. Its suggestions are the FAQs
+that follow the answered one in ``FAQS`` (cyclically; the first ones after a fallback), never
+one the history answered (``Turn.faq_id``); none after a hand-over; ``opening`` ranks by the
+recent counts, then ``FAQS`` order. ``stream`` yields the reply
+word by word, then the Reply, like the real pipeline. ``read_signals`` is the real
+``SignalReader`` (cheap, no model), so the service logs real signals; the answers ignore them.
 
 Import it from tests as ``from standin import StandInPipeline`` (pytest puts tests/ on sys.path).
 """
@@ -15,7 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
-from chatbot.types import Document, Hit, Reply, Route, Turn
+from chatbot.answering.signals import SignalReader
+from chatbot.types import Document, Hit, Reply, Route, Signals, Suggestion, Turn
 
 INDEX_VERSION = "standin-v1"
 MODEL = "standin"
@@ -44,6 +49,8 @@ FALLBACK_TEXT = (
 )
 HANDOFF_TEXT = "I'm passing you to a member of our support team; they will reply here shortly."
 _HUMAN_WORDS = {"human", "agent", "person", "representative"}
+_SIGNALS = SignalReader()
+SUGGESTIONS = 3  # per reply, like CHATBOT_SUGGESTIONS' default
 _STOP = {"a", "an", "the", "do", "does", "i", "you", "to", "my", "is", "how", "can", "what",
          "which", "will", "in", "of", "it", "me", "with", "take", "on", "for"}
 
@@ -106,7 +113,24 @@ class StandInPipeline:
             for rank, (score, doc) in enumerate(scored[:3], start=1)
         ]
 
-    def answer(self, question: str, history: Sequence[Turn] = ()) -> Reply:
+    def read_signals(self, question: str, history: Sequence[Turn] = ()) -> Signals | None:
+        return _SIGNALS.read(question, history)
+
+    def _suggest(self, answered: str | None, history: Sequence[Turn]) -> tuple[Suggestion, ...]:
+        ids = [doc.record_id for doc in self._docs]
+        start = ids.index(answered) + 1 if answered in ids else 0
+        seen = {answered, *(t.faq_id for t in history)}
+        ordered = [self._docs[(start + i) % len(ids)] for i in range(len(ids))]
+        return tuple(Suggestion(d.record_id, d.question) for d in ordered
+                     if d.record_id not in seen)[:SUGGESTIONS]
+
+    def opening(self, recent_counts: dict[str, int] | None = None) -> list[Suggestion]:
+        counts = recent_counts or {}
+        ranked = sorted(enumerate(self._docs), key=lambda p: (-counts.get(p[1].record_id, 0), p[0]))
+        return [Suggestion(d.record_id, d.question) for _, d in ranked[:SUGGESTIONS]]
+
+    def answer(self, question: str, history: Sequence[Turn] = (),
+               signals: Signals | None = None) -> Reply:
         self.calls.append((question, tuple(history)))
         hits = tuple(self._hits(question))
         common = dict(hits=hits, model=MODEL, index_version=INDEX_VERSION, latency_ms=1.0)
@@ -115,12 +139,14 @@ class StandInPipeline:
         top = hits[0]
         if top.score >= 0.5:
             return Reply(top.document.answer, Route.FAQ, top.score,
-                         f"matched FAQ {top.document.record_id}", sources=(top,), **common)
+                         f"matched FAQ {top.document.record_id}", sources=(top,),
+                         suggestions=self._suggest(top.document.record_id, history), **common)
         return Reply(FALLBACK_TEXT, Route.FALLBACK, top.score, "no FAQ matched well enough",
-                     **common)
+                     suggestions=self._suggest(None, history), **common)
 
-    def stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[str | Reply]:
-        reply = self.answer(question, history)
+    def stream(self, question: str, history: Sequence[Turn] = (),
+               signals: Signals | None = None) -> Iterator[str | Reply]:
+        reply = self.answer(question, history, signals)
         words = reply.text.split(" ")
         for i, word in enumerate(words):
             yield word if i == 0 else " " + word

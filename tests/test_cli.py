@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -82,3 +83,94 @@ def test_calibrate_if_needed_knows_when_thresholds_are_current(
     assert _calibrated(settings)
     other = settings.model_copy(update={"target_precision": 0.99})
     assert not _calibrated(other)
+
+
+# --- secrets and retention -------------------------------------------------------------------
+PASSWORD = "hunter2-Secret"
+
+
+def _clean(result: Any) -> str:
+    """Everything the command printed, stdout and stderr (CliRunner mixes them by default)."""
+    return result.output + (getattr(result, "stderr", "") or "")
+
+
+def test_config_show_masks_the_database_password_and_the_secrets(
+        env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATBOT_DATABASE_URL",
+                       f"postgresql+psycopg://bob:{PASSWORD}@db.example:5432/chat")
+    monkeypatch.setenv("CHATBOT_ADMIN_TOKEN", "admin-" + PASSWORD)
+    monkeypatch.setenv("CHATBOT_GENERATOR_API_KEY", "key-" + PASSWORD)
+    monkeypatch.setenv("CHATBOT_GENERATOR_URL", f"http://gen:{PASSWORD}@vllm.local:8000/v1")
+    for args in (["config", "show"], ["config", "show", "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert PASSWORD not in _clean(result)
+        assert "postgresql+psycopg://bob:***@db.example:5432/chat" in result.output
+    shown = json.loads(runner.invoke(app, ["config", "show", "--json"]).output)
+    assert shown["CHATBOT_ADMIN_TOKEN"] == shown["CHATBOT_GENERATOR_API_KEY"] == "***"
+
+
+@pytest.mark.parametrize("url", [
+    f"postgresql+psycopg://bob:{PASSWORD}@127.0.0.1:1/chat",  # nothing listens on port 1
+    f"postgresql+psycopg://bob:{PASSWORD}@127.0.0.1:notaport/chat",  # not a URL
+    f"postgresql+psycopg://bob:{PASSWORD}@127.0.0.1:1/chat?sslmode=nonsense",
+])
+def test_database_errors_never_print_the_password(
+        env: Settings, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("CHATBOT_DATABASE_URL", url)
+    for args in (["db", "upgrade"], ["purge", "--older-than", "30"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, _clean(result)
+        assert PASSWORD not in _clean(result)
+        assert _clean(result).strip().splitlines()[-1].startswith("error: ")
+
+
+def test_db_upgrade_prints_the_url_without_its_password(postgres_url: str) -> None:
+    from dbfixtures import create_schema, drop_schema, postgres_schema_url
+    from sqlalchemy.engine import make_url
+
+    schema = create_schema(postgres_url)
+    try:
+        # The test server trusts local connections, so any password is accepted.
+        url = make_url(postgres_schema_url(postgres_url, schema)).set(password=PASSWORD)
+        result = runner.invoke(app, ["db", "upgrade"], env={
+            "CHATBOT_DATABASE_URL": url.render_as_string(hide_password=False)})
+        assert result.exit_code == 0, _clean(result)
+        assert PASSWORD not in _clean(result)
+        assert ":***@" in result.output and result.output.startswith("database at head: ")
+    finally:
+        drop_schema(postgres_url, schema)
+
+
+def test_purge_deletes_old_conversations(env: Settings) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+    from standin import StandInPipeline
+
+    from chatbot.conversations.engine import make_engine
+    from chatbot.conversations.models import Conversation, Message, utcnow
+    from chatbot.conversations.service import ChatService
+
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    nothing = runner.invoke(app, ["purge"])  # CHATBOT_RETENTION_DAYS is 0: keep forever
+    assert nothing.exit_code == 1 and "CHATBOT_RETENTION_DAYS is 0" in _clean(nothing)
+    engine = make_engine(env)
+    try:
+        service = ChatService(env, StandInPipeline(), engine)
+        old = service.chat("how long is delivery").conversation_id
+        new = service.chat("do you ship to canada").conversation_id
+        then = utcnow() - timedelta(days=45)
+        with engine.begin() as connection:
+            connection.execute(update(Conversation).where(Conversation.id == old)
+                               .values(started_at=then))
+            connection.execute(update(Message).where(Message.conversation_id == old)
+                               .values(created_at=then))
+        result = runner.invoke(app, ["purge", "--older-than", "30"])
+        assert result.exit_code == 0, _clean(result)
+        assert result.output.strip() == "deleted 1 conversation(s) inactive for more than 30 days"
+        assert [c.id for c in service.list_conversations()] == [new]
+        zero = runner.invoke(app, ["purge", "--older-than", "0"])
+        assert zero.exit_code == 1 and "positive number of days" in _clean(zero)
+    finally:
+        engine.dispose()

@@ -1,9 +1,11 @@
-"""The admin tab of the web UI: statistics, a conversation browser and re-indexing.
+"""The admin tab of the web UI: the frustration alert banner, statistics, monitoring charts
+(``ui.charts``), a conversation browser, re-indexing and the webhook delivery log.
 
 Nothing is shown before the admin token is entered. The check happens on the server and its
 result lives in a ``gr.State`` (server-side, per browser session), and every admin handler
 checks that state again, because Gradio handlers can be called without the page: hiding the
-panel alone would protect nothing.
+panel alone would protect nothing. Wrong tokens count against the same failed sign-in limit as
+the admin API (``ui.ratelimit``): past it, no token is checked until the minute has passed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from chatbot.config import Settings
 from chatbot.conversations.service import ChatService
 from chatbot.conversations.views import ConversationView
 from chatbot.errors import ChatbotError, ConflictError
+from ui.charts import Monitoring
+from ui.ratelimit import Limiter, sign_in_failed, sign_in_refused
 from ui.text import bot_markdown, literal_markdown, millis, number, percent
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,7 @@ PAGE_SIZE = 20
 PERIODS = {"All time": None, "Last 24 hours": 1, "Last 7 days": 7, "Last 30 days": 30}
 ANY = "any"
 TABLE_HEADERS = ["Started (UTC)", "Channel", "Status", "Msgs", "First message"]
+WEBHOOK_HEADERS = ["Queued (UTC)", "Event", "URL", "Status", "Attempts", "Last error"]
 NOT_SIGNED_IN = "Sign in with the admin token first."
 SOMETHING_WRONG = "Something went wrong; the details are in the server log."
 
@@ -51,10 +56,14 @@ def _explain(error: BaseException, what: str) -> str:
     return f"{what} failed. {SOMETHING_WRONG}"
 
 
-def stats_html(service: ChatService, period: str) -> str:
+def period_since(period: str) -> datetime | None:
+    """The start of a period of the dropdown (None: all time)."""
     days = PERIODS.get(period)
-    since = datetime.now(UTC) - timedelta(days=days) if days else None
-    s = service.stats(since)
+    return datetime.now(UTC) - timedelta(days=days) if days else None
+
+
+def stats_html(service: ChatService, period: str) -> str:
+    s = service.stats(period_since(period))
     cards = [
         ("Conversations", str(s.conversations)),
         ("Bot replies", str(s.bot_messages)),
@@ -93,7 +102,8 @@ def transcript(view: ConversationView) -> tuple[list[dict[str, Any]], str]:
             details.append("sources " + ", ".join(cited))
         if m.rating:
             details.append(f"rated {m.rating}")
-        prefix = "**Support team:** " if m.role == "agent" else ""
+        prefix = (f"**{literal_markdown(m.agent_name or 'Support team')}** (agent): "
+                  if m.role == "agent" else "")
         meta = f"\n\n*{literal_markdown(' · '.join(details))}*" if details else ""
         messages.append({"role": "assistant", "content": prefix + bot_markdown(m.text) + meta})
     lines = [
@@ -101,7 +111,8 @@ def transcript(view: ConversationView) -> tuple[list[dict[str, Any]], str]:
         f"started {view.started_at:%Y-%m-%d %H:%M} UTC"
     ]
     for h in view.handoffs:
-        state = "resolved" if h.resolved_at else "waiting"
+        state = {"pending": "waiting", "claimed": f"with {h.assigned_to or 'an agent'}",
+                 "handed_back": "handed back to the bot"}.get(h.status, h.status)
         lines.append(f"- Hand-over {h.requested_at:%Y-%m-%d %H:%M} ({state}): "
                      f"{literal_markdown(h.reason)}")
     for f in view.feedback:
@@ -110,11 +121,14 @@ def transcript(view: ConversationView) -> tuple[list[dict[str, Any]], str]:
     return messages, "\n".join(lines)
 
 
-def build_admin_tab(service: ChatService, settings: Settings) -> None:
-    """The admin tab's components and handlers (call inside a ``gr.Tab``)."""
+def build_admin_tab(service: ChatService, settings: Settings,
+                    limiter: Limiter | None = None) -> None:
+    """The admin tab's components and handlers (call inside a ``gr.Tab``). With a limiter,
+    sign-ins count against the same failed sign-in limit as the admin API."""
     authorized = gr.State(False)
     page_ids = gr.State([])  # conversation ids of the table rows, in order
     page = gr.State(0)
+    monitoring = Monitoring(service, settings)
 
     with gr.Column(visible=True) as login_box:
         gr.Markdown("### Admin sign-in\nEnter the admin token (`CHATBOT_ADMIN_TOKEN`).")
@@ -123,6 +137,7 @@ def build_admin_tab(service: ChatService, settings: Settings) -> None:
         login_message = gr.Markdown()
 
     with gr.Column(visible=False) as admin_box:
+        banner = monitoring.build_banner()
         with gr.Row():
             gr.Markdown("### Statistics")
             period = gr.Dropdown(list(PERIODS), value="All time", show_label=False,
@@ -130,6 +145,7 @@ def build_admin_tab(service: ChatService, settings: Settings) -> None:
             refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90)
             sign_out = gr.Button("Sign out", size="sm", scale=0, min_width=90)
         stats = gr.HTML(elem_id="admin-stats")
+        monitoring.build_charts()
 
         gr.Markdown("### Conversations")
         with gr.Row():
@@ -155,13 +171,24 @@ def build_admin_tab(service: ChatService, settings: Settings) -> None:
             reindex = gr.Button("Re-index now", variant="primary", elem_id="admin-reindex")
         reindex_result = gr.Markdown(elem_id="admin-reindex-result")
 
-    def do_sign_in(value: str) -> tuple[Any, ...]:
+        with gr.Accordion("Webhook deliveries", open=False):
+            # What went out to CHATBOT_WEBHOOK_URLS and how it went (chatbot.conversations.
+            # webhooks); the URLs without their path, which may hold a secret.
+            load_hooks = gr.Button("Show the latest", size="sm", elem_id="admin-webhooks-load")
+            hooks = gr.Dataframe(headers=WEBHOOK_HEADERS, interactive=False, wrap=True,
+                                 buttons=[], elem_id="admin-webhooks")
+
+    def do_sign_in(value: str, request: gr.Request) -> tuple[Any, ...]:
+        refused = sign_in_refused(limiter, request)
+        if refused is not None:  # the failures are used up: no token is even checked
+            return False, gr.update(), gr.update(), f"**{refused}**", ""
         try:
             ok = service.check_admin_token(value)
         except ChatbotError as error:  # e.g. prod without a token configured
             return False, gr.update(), gr.update(), f"**Cannot sign in:** {error}", ""
         if not ok:
             log.warning("admin sign-in with a wrong token")
+            sign_in_failed(limiter, request)
             return False, gr.update(), gr.update(), "**That token is not right.**", ""
         return True, gr.update(visible=False), gr.update(visible=True), "", ""
 
@@ -225,6 +252,28 @@ def build_admin_tab(service: ChatService, settings: Settings) -> None:
         return (f"**Done:** {literal_markdown(state.summary)}. "
                 "The assistant now answers from this index.")
 
+    def load_webhooks(ok: bool) -> list[list[Any]]:
+        try:
+            _require(ok)
+            rows = service.webhooks.deliveries(limit=PAGE_SIZE * 2)
+        except Exception as error:
+            gr.Warning(_explain(error, "Loading the webhook log"))
+            return []
+        return [[d.created_at.strftime("%Y-%m-%d %H:%M:%S"), d.event, d.url, d.status,
+                 d.attempts, d.last_error or ""] for d in rows]
+
+    def load_monitoring(ok: bool, chosen: str) -> tuple[Any, ...]:
+        return (monitoring.load_banner(ok), monitoring.timer_update(ok),
+                *monitoring.load_charts(ok, period_since(chosen)))
+
+    def load_clusters(ok: bool, chosen: str) -> tuple[Any, ...]:
+        return monitoring.load_clusters(ok, period_since(chosen))
+
+    def clear_monitoring() -> tuple[Any, ...]:
+        return ("", monitoring.timer_update(False), *monitoring.empty_charts(),
+                *monitoring.load_clusters(False, None))
+
+    monitor_outputs = [banner, monitoring.timer, *monitoring.chart_outputs]
     page_inputs = [authorized, status, channel, query, page]
     page_outputs = [table, page_ids, page, page_label]
     for trigger in (sign_in.click, token.submit):
@@ -233,11 +282,21 @@ def build_admin_tab(service: ChatService, settings: Settings) -> None:
             api_visibility="private",
         ).then(load_stats, [authorized, period], [stats], api_visibility="private").then(
             load_page, page_inputs, page_outputs, api_visibility="private"
-        )
+        ).then(load_monitoring, [authorized, period], monitor_outputs, api_visibility="private"
+               ).then(load_clusters, [authorized, period], monitoring.cluster_outputs,
+                      api_visibility="private")
     sign_out.click(do_sign_out, None, [authorized, login_box, admin_box, stats, table, summary,
-                                       chat_view], api_visibility="private")
-    refresh.click(load_stats, [authorized, period], [stats], api_visibility="private")
-    period.change(load_stats, [authorized, period], [stats], api_visibility="private")
+                                       chat_view], api_visibility="private").then(
+        clear_monitoring, None, [*monitor_outputs, *monitoring.cluster_outputs],
+        api_visibility="private")
+    for change in (refresh.click, period.change):
+        change(load_stats, [authorized, period], [stats], api_visibility="private").then(
+            load_monitoring, [authorized, period], monitor_outputs, api_visibility="private"
+        ).then(load_clusters, [authorized, period], monitoring.cluster_outputs,
+               api_visibility="private")
+    # The banner follows the alert while the page is open (hidden progress: no flicker).
+    monitoring.timer.tick(monitoring.load_banner, [authorized], [banner], show_progress="hidden",
+                          api_visibility="private")
     search.click(lambda: 0, None, [page], api_visibility="private").then(
         load_page, page_inputs, page_outputs, api_visibility="private")
     previous.click(lambda n: max(0, n - 1), [page], [page], api_visibility="private").then(
@@ -247,3 +306,4 @@ def build_admin_tab(service: ChatService, settings: Settings) -> None:
     table.select(open_conversation, [authorized, page_ids], [chat_view, summary],
                  api_visibility="private")
     reindex.click(run_reindex, [authorized, full], [reindex_result], api_visibility="private")
+    load_hooks.click(load_webhooks, [authorized], [hooks], api_visibility="private")

@@ -1,30 +1,44 @@
-"""The Gradio web UI: the customer chat tab and the token-protected admin tab.
+"""The Gradio web UI: the customer chat tab, the agents' inbox tab and the admin tab.
 
 Owns the page served at ``/``: streaming answers from ``ChatService.chat_stream`` with the
 sources under each answer, thumbs up/down on answers (the Chatbot's like/dislike event), a
-"Talk to a human" button, and the admin tab from ``ui.admin``. It talks only to ChatService,
-never to the database or the pipeline directly, so every answer is logged like any other.
+"Talk to a human" button, the inbox tab from ``ui.inbox`` and the admin tab from ``ui.admin``.
+It talks only to ChatService, never to the database or the pipeline directly, so every answer
+is logged like any other. After a hand-over a timer reads the conversation's live events
+(``service.events``) and shows the support team's replies, labelled with the person's name, as
+they arrive; the status line says who has the conversation, and only what is true: the hand-over
+notice comes from the service (support hours, whether anyone is signed in).
 
+Sending a message, rating an answer and asking for a human count against the API's chat rate
+limit (``app.state.limiter``, through ``ui.ratelimit``); over it the customer is asked to wait.
 Customers see friendly sentences; stack traces go to the log only. Every text shown in a
 Chatbot passes through ``ui.text`` first, so nothing a customer types is rendered as HTML.
 
 ``mount_ui(app, service, settings)`` is how ``chatbot.web.app.create_app`` mounts the page: since
-Gradio 6 the theme and CSS are given when mounting, not to ``gr.Blocks``.
+Gradio 6 the theme and CSS are given when mounting, not to ``gr.Blocks``. The Improve tab
+(``ui.improve``: suggested FAQs, content gaps) uses the app's learning loop
+(``app.state.learning``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
 from chatbot.config import Settings
+from chatbot.conversations.events import CUSTOMER_EVENTS
 from chatbot.conversations.service import ChatResult, ChatService
 from chatbot.conversations.views import sources
 from chatbot.errors import ChatbotError, InvalidRequestError, NotFoundError
+from chatbot.learning.loop import LearningLoop
 from ui.admin import build_admin_tab
+from ui.improve import build_improve_tab
+from ui.inbox import build_inbox_tab
+from ui.ratelimit import TOO_MANY, Limiter, over_limit, seconds
 from ui.text import answer_markdown, bot_markdown, literal_markdown
 
 log = logging.getLogger(__name__)
@@ -36,12 +50,20 @@ UNAVAILABLE = (
     "The assistant is not available right now. Please try again in a minute, "
     "or use “Talk to a human”."
 )
-HANDED_OFF = "A member of our support team has been notified and will reply in this conversation."
+# The page keeps the conversation only while it is open, so the notices say so.
+KEEP_OPEN = "Keep this page open to see their reply."
+WAITING = "Your conversation is with our support team; a person will reply here. " + KEEP_OPEN
+JOINED = "{agent} from our support team has joined the chat."
+LEFT = "{agent} has handed the chat back to the assistant."
+RESOLVED = "{agent} has marked this conversation resolved; the assistant answers from here."
+AGENT_POLL_S = 2.0
 ASK_FIRST = "Tell us briefly what you need first, then we'll pass it on to a person."
 THANKS = "Thanks for your feedback!"
 
 History = list[dict[str, Any]]
 Ids = dict[int, str]  # chatbot message index -> logged bot message id (feedback targets it)
+CHIPS = 3  # suggestion buttons under the chat (CHATBOT_SUGGESTIONS is at most this here)
+OFFERED_KEPT = 5000  # answers whose suggestions are remembered for their chips (see below)
 
 CSS = """
 .gradio-container { width: 100% !important; max-width: 980px !important;
@@ -90,11 +112,20 @@ def _customer_error(error: BaseException) -> str:
     return SORRY
 
 
-def _chat_tab(service: ChatService, settings: Settings) -> None:
+def agent_message(name: str, text: str) -> dict[str, Any]:
+    """A support-team member's message: their name, then their words exactly as written."""
+    label = literal_markdown(name or "Support team")
+    return {"role": "assistant", "content": f"**{label}** (support team)  \n"
+                                            f"{literal_markdown(text)}"}
+
+
+def _chat_tab(service: ChatService, settings: Settings, limiter: Limiter | None = None) -> None:
     conversation_id = gr.State(None)
     message_ids = gr.State({})
     handed_off = gr.State(False)
     pending = gr.State("")
+    last_event = gr.State(0)  # the id of the last live event shown (agent messages etc.)
+    agent_timer = gr.Timer(AGENT_POLL_S, active=False)
 
     chatbot = gr.Chatbot(
         value=[],
@@ -125,6 +156,15 @@ def _chat_tab(service: ChatService, settings: Settings) -> None:
             submit_btn=False,
         )
         send = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="support-send")
+    # Suggested questions: buttons filled in after each answer; a click sends the question and
+    # logs the click (``suggestion=`` on the customer message).
+    offered = gr.State([])  # [(faq_id, question)] shown on the chips, in order
+    with gr.Row(elem_id="chat-suggestions"):
+        chips = [gr.Button("", visible=False, size="sm", variant="secondary", min_width=120,
+                           elem_classes=["suggestion-chip"]) for _ in range(CHIPS)]
+    # The suggestions of each logged answer by its bot message id, for the step after
+    # ``respond`` (a generator: it yields the chat, not a return value). Bounded: old ones go.
+    by_message: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
     with gr.Row(elem_id="chat-actions"):
         human = gr.Button("Talk to a human", size="md", variant="secondary",
                           elem_id="support-human")
@@ -137,22 +177,30 @@ def _chat_tab(service: ChatService, settings: Settings) -> None:
         return "", [*history, customer_message(text)], text
 
     def respond(
-        message: str, history: History, conv_id: str | None, ids: Ids, off: bool
+        message: str, history: History, conv_id: str | None, ids: Ids, off: bool,
+        request: gr.Request, suggestion: str | None = None,
     ) -> Iterator[tuple[Any, ...]]:
         """Stream one answer. Yields (chatbot, conversation id, ids, hand-over, status, textbox)."""
         if not message:
             yield history, conv_id, ids, off, gr.update(), gr.update()
             return
-        waiting = notice(HANDED_OFF) if off else ""
+        # The same chat limit as the API; over it, the message goes back into the textbox.
+        if (wait := over_limit(limiter, request)) is not None:
+            yield (history[:-1], conv_id, ids, off, notice(TOO_MANY.format(seconds=seconds(wait))),
+                   message)
+            return
+        waiting = notice(WAITING) if off else ""
         history = [*history, bot_message("…")]
         yield history, conv_id, ids, off, waiting, gr.update()
         try:
             try:
-                stream = service.chat_stream(message, conversation_id=conv_id, channel="web")
+                stream = service.chat_stream(message, conversation_id=conv_id, channel="web",
+                                             suggestion=suggestion)
             except NotFoundError:
                 # The stored conversation is gone (deleted, or a new database): start afresh.
                 log.info("conversation %s not found; starting a new one", conv_id)
-                stream = service.chat_stream(message, conversation_id=None, channel="web")
+                stream = service.chat_stream(message, conversation_id=None, channel="web",
+                                             suggestion=suggestion)
             conv_id = stream.conversation_id
             text = ""
             result: ChatResult | None = None
@@ -175,12 +223,22 @@ def _chat_tab(service: ChatService, settings: Settings) -> None:
                 log.exception("web chat failed (conversation %s)", conv_id)
             yield history, conv_id, ids, off, notice(_customer_error(error)), restore
             return
+        if result.agent is not None:  # a person has the conversation: the bot stayed silent
+            yield history[:-1], conv_id, ids, True, notice(result.reply.text), gr.update()
+            return
         history[-1] = bot_message(answer_markdown(result.reply.text, sources(result.reply)))
         ids = {**ids, len(history) - 1: result.message_id}
+        by_message[result.message_id] = [(s.faq_id, s.question)
+                                          for s in result.reply.suggestions[:CHIPS]]
+        while len(by_message) > OFFERED_KEPT:
+            by_message.popitem(last=False)
         off = off or result.handoff
-        yield history, conv_id, ids, off, notice(HANDED_OFF) if off else "", gr.update()
+        yield history, conv_id, ids, off, notice(WAITING) if off else "", gr.update()
 
-    def rate(ids: Ids, data: gr.LikeData) -> None:
+    def rate(ids: Ids, data: gr.LikeData, request: gr.Request) -> None:
+        if (wait := over_limit(limiter, request)) is not None:
+            gr.Warning(TOO_MANY.format(seconds=seconds(wait)))
+            return
         index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
         message_id = ids.get(int(index))
         if message_id is None:
@@ -200,18 +258,74 @@ def _chat_tab(service: ChatService, settings: Settings) -> None:
             return
         gr.Info(THANKS)
 
-    def ask_human(conv_id: str | None) -> tuple[bool, str]:
+    def ask_human(conv_id: str | None, request: gr.Request) -> tuple[Any, str]:
         if not conv_id:
             return False, notice(ASK_FIRST)
+        if (wait := over_limit(limiter, request)) is not None:
+            return gr.update(), notice(TOO_MANY.format(seconds=seconds(wait)))
         try:
             service.handoff(conversation_id=conv_id, reason="customer asked for a human (web chat)")
+            said = service.agents.availability().notice
         except Exception as error:
             log.exception("hand-over failed for conversation %s", conv_id)
             return False, notice(_customer_error(error))
-        return True, notice(HANDED_OFF)
+        return True, notice(f"{said} {KEEP_OPEN}")
+
+    def follow(off: bool) -> gr.Timer:
+        """Watch for the support team's messages while the conversation is handed over."""
+        return gr.Timer(active=bool(off))
+
+    def poll(conv_id: str | None, history: History, after: int) -> tuple[Any, ...]:
+        """New live events: agent messages join the transcript; joins, hand-backs and
+        resolves change the status line (and the last two stop the polling)."""
+        if not conv_id:
+            return gr.update(), after, gr.update(), gr.update(), gr.Timer(active=False)
+        try:
+            events = service.events.read(conv_id, after, CUSTOMER_EVENTS)
+        except Exception:
+            log.exception("reading live events of conversation %s failed", conv_id)
+            return gr.update(), after, gr.update(), gr.update(), gr.update()
+        if not events:
+            return gr.update(), after, gr.update(), gr.update(), gr.update()
+        history, active = list(history), True
+        status: Any = gr.update()
+        off: Any = gr.update()
+        for event in events:
+            name = str(event.data.get("agent") or "Someone")
+            if event.type == "agent_message":
+                history.append(agent_message(name, str(event.data.get("text", ""))))
+            elif event.type == "agent_joined":
+                status = notice(JOINED.format(agent=name))
+            else:  # agent_left or resolved: the bot has the conversation again
+                status = notice((LEFT if event.type == "agent_left" else RESOLVED)
+                                .format(agent=name))
+                off, active = False, False
+        return history, events[-1].id, status, off, gr.Timer(active=active)
+
+    def show_chips(ids: Ids, off: bool) -> tuple[Any, ...]:
+        """The latest answer's suggestions on the chips (none once a person has the chat)."""
+        latest = ids[max(ids)] if ids else None
+        shown = [] if off or latest is None else by_message.get(latest, [])
+        return (shown, *(gr.update(value=shown[i][1], visible=True) if i < len(shown)
+                         else gr.update(value="", visible=False) for i in range(CHIPS)))
+
+    def pick(index: int) -> Any:
+        def picked(shown: list[tuple[str, str]], history: History) -> tuple[Any, ...]:
+            """A chip was clicked: its question joins the chat and the chips go."""
+            hidden = tuple(gr.update(visible=False) for _ in range(CHIPS))
+            if index >= len(shown):
+                return (gr.update(), "", None, *hidden)
+            faq_id, question = shown[index]
+            return ([*history, customer_message(question)], question, faq_id, *hidden)
+        return picked
+
+    def respond_to_chip(message: str, history: History, conv_id: str | None, ids: Ids,
+                        off: bool, faq_id: str | None, request: gr.Request
+                        ) -> Iterator[tuple[Any, ...]]:
+        yield from respond(message, history, conv_id, ids, off, request, suggestion=faq_id)
 
     def start_over() -> tuple[Any, ...]:
-        return [], None, {}, False, "", ""
+        return [], None, {}, False, "", "", 0, gr.Timer(active=False)
 
     for trigger in (textbox.submit, send.click):
         trigger(
@@ -221,19 +335,41 @@ def _chat_tab(service: ChatService, settings: Settings) -> None:
             respond, [pending, chatbot, conversation_id, message_ids, handed_off],
             [chatbot, conversation_id, message_ids, handed_off, status, textbox],
             concurrency_limit=16, show_progress="hidden", api_visibility="private",
-        )
+        ).then(follow, [handed_off], [agent_timer], api_visibility="private"
+        ).then(show_chips, [message_ids, handed_off], [offered, *chips],
+               api_visibility="private")
+    clicked = gr.State(None)  # the FAQ id of the chip being sent
+    for index, chip in enumerate(chips):
+        chip.click(
+            pick(index), [offered, chatbot], [chatbot, pending, clicked, *chips],
+            queue=False, api_visibility="private",
+        ).then(
+            respond_to_chip, [pending, chatbot, conversation_id, message_ids, handed_off, clicked],
+            [chatbot, conversation_id, message_ids, handed_off, status, textbox],
+            concurrency_limit=16, show_progress="hidden", api_visibility="private",
+        ).then(follow, [handed_off], [agent_timer], api_visibility="private"
+        ).then(show_chips, [message_ids, handed_off], [offered, *chips],
+               api_visibility="private")
     chatbot.like(rate, [message_ids], None, api_visibility="private")
-    human.click(ask_human, [conversation_id], [handed_off, status], api_visibility="private")
+    human.click(ask_human, [conversation_id], [handed_off, status], api_visibility="private"
+                ).then(follow, [handed_off], [agent_timer], api_visibility="private")
+    agent_timer.tick(poll, [conversation_id, chatbot, last_event],
+                     [chatbot, last_event, status, handed_off, agent_timer],
+                     show_progress="hidden", api_visibility="private")
     for trigger in (restart.click, chatbot.clear):  # the Chatbot's own trash button too
         trigger(
             start_over, None,
-            [chatbot, conversation_id, message_ids, handed_off, status, textbox],
+            [chatbot, conversation_id, message_ids, handed_off, status, textbox, last_event,
+             agent_timer],
             api_visibility="private",
-        )
+        ).then(show_chips, [message_ids, handed_off], [offered, *chips],
+               api_visibility="private")
 
 
-def build_ui(service: ChatService, settings: Settings) -> gr.Blocks:
-    """The whole web UI as a Blocks app (not launched; ``mount_ui`` mounts it on FastAPI)."""
+def build_ui(service: ChatService, settings: Settings,
+             learning: LearningLoop | None = None, limiter: Limiter | None = None) -> gr.Blocks:
+    """The whole web UI as a Blocks app (not launched; ``mount_ui`` mounts it on FastAPI).
+    The Improve tab is there when the app has a learning loop."""
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
             f"# {TITLE}\nAnswers come from our help centre; a person can take over any time.",
@@ -241,15 +377,22 @@ def build_ui(service: ChatService, settings: Settings) -> gr.Blocks:
         )
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                _chat_tab(service, settings)
+                _chat_tab(service, settings, limiter)
+            with gr.Tab("Inbox", id="inbox"):
+                build_inbox_tab(service, limiter)
             with gr.Tab("Admin", id="admin"):
-                build_admin_tab(service, settings)
+                build_admin_tab(service, settings, limiter)
+            if learning is not None:
+                with gr.Tab("Improve", id="improve"):
+                    build_improve_tab(learning, service, limiter)
     return demo
 
 
 def mount_ui(app: Any, service: ChatService, settings: Settings, path: str = "/") -> Any:
     """Mount the UI on a FastAPI app at ``path`` with its theme and CSS; returns the app."""
     return gr.mount_gradio_app(
-        app, build_ui(service, settings), path=path, theme=theme(), css=CSS,
+        app, build_ui(service, settings, getattr(app.state, "learning", None),
+                      getattr(app.state, "limiter", None)), path=path,
+        theme=theme(), css=CSS,
         footer_links=[], show_error=False,
     )

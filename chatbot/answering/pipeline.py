@@ -1,30 +1,48 @@
 """The answer pipeline: the only place that knows the order of the stages.
 
-    question + history -> check input -> retrieve -> route (policy) ->
-        FAQ verbatim | grounded generation behind a sentence support gate | fallback | hand-over
-        -> Reply(text, route, confidence, reason, sources, hits, timings)
+    question + history -> check input -> signals (sentiment, frustration) -> retrieve ->
+        route (policy) -> FAQ verbatim | grounded generation behind a sentence support gate |
+        fallback | hand-over -> Reply(text, route, confidence, reason, sources, hits, timings,
+        signals, priority)
 
 ``build_pipeline(settings)`` wires the default stages; tests pass stand-ins for any of them
-(same interface) through its keyword arguments. The generator is loaded on the first question
-that needs it, so FAQ answers, fallbacks and hand-overs never wait for the language model.
+(same interface) through its keyword arguments. Models load lazily (a script answering FAQs
+never loads the language model); a server calls ``warm_up()`` before it takes traffic, and
+``ready()`` is true only once the index, the embedder and the generator are loaded.
+
+A generated answer's [n] citations are rewritten as the gate releases it
+(``chatbot.answering.citations``): the customer is shown FAQ sources only, so a citation of a
+past dialogue is dropped and the others are numbered as the list under the answer; the Reply's
+``sources`` keep every cited hit for the log.
+
+Suggestions (``Reply.suggestions``, ``CHATBOT_SUGGESTIONS`` of them): after an FAQ or generated
+answer the questions customers ask next (``chatbot.answering.suggest``) about the first FAQ it
+cites, never one answered earlier in the conversation (``Turn.faq_id``); after a fallback the
+most asked questions; none after a hand-over. Their statistics take about a minute to build, so
+serving builds them in the background (``warm_up_suggestions``) and replies carry none until
+then; a new index version is rebuilt the same way while the old statistics keep serving.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from chatbot.answering import prompt
+from chatbot.answering.citations import CustomerCitations, visible_sources
 from chatbot.answering.grounding import SentenceGate
 from chatbot.answering.inputs import check_message
 from chatbot.answering.policy import Decision, Policy, Thresholds
+from chatbot.answering.signals import SignalReader
 from chatbot.config import Settings
-from chatbot.errors import GenerationError, InvalidRequestError
+from chatbot.errors import GenerationError, InvalidRequestError, ModelError
 from chatbot.generation import make_generator
 from chatbot.generation.base import Generator
-from chatbot.types import Hit, Reply, Route, Turn
+from chatbot.types import Hit, Reply, Route, Signals, Suggestion, Turn
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +51,16 @@ class Pipeline:
     """Implements ``chatbot.types.AnswerPipeline``."""
 
     def __init__(self, settings: Settings, retriever: Any, generator: Generator,
-                 policy: Policy) -> None:
+                 policy: Policy, signals: SignalReader | None = None) -> None:
         self.settings = settings
         self.retriever = retriever
         self.generator = generator
         self.policy = policy
+        self.signals = signals  # None: signals off, every customer is treated as calm
+        # (index version, warm Suggester): None until warm_up_suggestions() has built one.
+        self._suggester: tuple[str | None, Any] | None = None
+        self._suggester_lock = threading.Lock()
+        self._suggester_building = False
 
     # --- lifecycle ------------------------------------------------------------------------------
     @property
@@ -45,19 +68,127 @@ class Pipeline:
         return self.retriever.index_version
 
     def ready(self) -> bool:
-        return bool(self.retriever.ready())
+        """True once the index, the embedder and the generator are loaded (``warm_up``), so
+        /health says ready only when the first customer will not wait for a model to load."""
+        return not self.not_ready()
+
+    def not_ready(self) -> list[str]:
+        """What is not loaded yet, of "index", "embedder" and "generator"; empty when ready.
+        Checking loads nothing but the index (the retriever's own lazy step)."""
+        missing = [] if self.retriever.ready() else ["index"]
+        embedder = getattr(self.retriever, "embedder", None)  # stand-in retrievers have none
+        if embedder is not None and not getattr(embedder, "loaded", True):
+            missing.append("embedder")
+        if not self.generator.loaded:
+            missing.append("generator")
+        return missing
+
+    def warm_up(self) -> None:
+        """Load the index, the embedder and the generator and run each once (what the server's
+        start-up does before it takes traffic). Raises ``IndexNotReadyError`` without an index;
+        a generator that cannot load is logged and left for /health to report."""
+        # Loads the index (or raises with the fix), the embedder, and touches FAISS and BM25.
+        self.retriever.search("warm-up question")
+        # VADER's lexicon (~20 ms): the service reads signals inside its write transaction.
+        self.read_signals("warm-up question")
+        warm = getattr(self.generator, "warm_up", None)  # one token, where that costs little
+        try:
+            if warm is not None:
+                warm()
+            else:
+                self.generator.load()
+        except (GenerationError, ModelError) as error:
+            log.warning("generator not loaded at start-up: %s", error)
 
     def reload(self) -> None:
         self.retriever.reload()
+
+    # --- suggestions ----------------------------------------------------------------------------
+    def warm_up_suggestions(self) -> bool:
+        """Build the suggestion statistics of the loaded index (slow: it maps every dialogue
+        turn to an FAQ); serving calls it in a background thread, never on a request. True when
+        suggestions are on and built; a failure is logged and leaves the previous ones."""
+        if self.settings.suggestions <= 0:
+            return False
+        from chatbot.answering.suggest import Suggester  # loads retrieval: only when used
+
+        try:
+            version = self.index_version
+            suggester = Suggester(self.settings, embedder=self.retriever.embedder,
+                                  documents=list(self.retriever.documents))
+            suggester.warm_up()
+        except Exception:  # no suggestions is better than no answers
+            log.warning("suggestions not built", exc_info=True)
+            return False
+        self._suggester = (version, suggester)
+        log.info("suggestions ready for index %s", version)
+        return True
+
+    def _warm_suggester(self) -> Any:
+        """The built Suggester, or None while there is none (never built here, on a request:
+        that takes a minute). A new index version starts a rebuild in the background; the old
+        statistics answer until it is done."""
+        current = self._suggester
+        if current is None or self.settings.suggestions <= 0:
+            return None
+        if current[0] != self.index_version:
+            with self._suggester_lock:
+                start = not self._suggester_building
+                self._suggester_building = True
+            if start:
+                threading.Thread(target=self._rebuild_suggestions, name="suggestions",
+                                 daemon=True).start()
+        return current[1]
+
+    def _rebuild_suggestions(self) -> None:
+        try:
+            self.warm_up_suggestions()
+        finally:
+            with self._suggester_lock:
+                self._suggester_building = False
+
+    def suggestions(self, route: Route, sources: Sequence[Hit],
+                    history: Sequence[Turn] = ()) -> tuple[Suggestion, ...]:
+        """The questions to offer after a reply (see the module docstring); () until built."""
+        if route in (Route.HANDOFF, Route.AGENT):  # a person takes over: no more bot topics
+            return ()
+        suggester = self._warm_suggester()
+        if suggester is None:
+            return ()
+        answered = next((h.document.record_id for h in sources if h.document.kind == "faq"),
+                        None)
+        if route not in (Route.FAQ, Route.GENERATED):
+            answered = None  # a fallback answered nothing: offer the most asked
+        seen = [t.faq_id for t in history if t.faq_id]
+        try:
+            return tuple(suggester.suggest(answered, history_faq_ids=seen,
+                                           k=self.settings.suggestions))
+        except Exception:
+            log.warning("suggestions failed", exc_info=True)
+            return ()
+
+    def opening(self, recent_counts: dict[str, int] | None = None) -> list[Suggestion]:
+        """The questions to offer when a chat opens: the most asked recently
+        (``recent_counts``: FAQ id -> answers in recent days), then the knowledge base's most
+        common first questions; [] while suggestions are off or not built."""
+        suggester = self._warm_suggester()
+        if suggester is None:
+            return []
+        return list(suggester.opening(self.settings.suggestions, recent_counts=recent_counts))
 
     def thresholds(self) -> Thresholds:
         """Calibrated thresholds of the loaded index, or the documented defaults."""
         return Thresholds.from_manifest(self.retriever.manifest)
 
     # --- answering ------------------------------------------------------------------------------
-    def answer(self, question: str, history: Sequence[Turn] = ()) -> Reply:
+    def read_signals(self, question: str, history: Sequence[Turn] = ()) -> Signals | None:
+        """The message's sentiment and frustration (None when signals are off)."""
+        return None if self.signals is None else self.signals.read(question, history)
+
+    def answer(self, question: str, history: Sequence[Turn] = (),
+               signals: Signals | None = None) -> Reply:
         reply = None
-        for item in self.stream(question, history):
+        for item in self.stream(question, history, signals):
             if isinstance(item, Reply):
                 reply = item
         assert reply is not None
@@ -68,26 +199,32 @@ class Pipeline:
         one message rule (``chatbot.answering.inputs``)."""
         return check_message(question, self.settings.max_message_chars)
 
-    def stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[str | Reply]:
-        """Text deltas as they are produced, then exactly one Reply whose text equals them."""
+    def stream(self, question: str, history: Sequence[Turn] = (),
+               signals: Signals | None = None) -> Iterator[str | Reply]:
+        """Text deltas as they are produced, then exactly one Reply whose text equals them.
+        ``signals``: the message's, when the caller read them already (``read_signals``)."""
         text = self.check_question(question)  # raise before the first yield
         started = time.perf_counter()
-        return self._stream(text, tuple(history), started)
+        return self._stream(text, tuple(history), started, signals)
 
-    def _stream(self, question: str, history: tuple[Turn, ...],
-                started: float) -> Iterator[str | Reply]:
+    def _stream(self, question: str, history: tuple[Turn, ...], started: float,
+                signals: Signals | None = None) -> Iterator[str | Reply]:
+        if signals is None:
+            signals = self.read_signals(question, history)
         hits = tuple(self.retriever.search(question, history))
         retrieval_ms = (time.perf_counter() - started) * 1000
         thresholds = self.thresholds()
-        decision = self.policy.decide(question, hits, history, thresholds)
+        decision = self.policy.decide(question, hits, history, thresholds, signals)
         extra = {"retrieval_ms": round(retrieval_ms, 2)}
         if decision.route != Route.GENERATED:
             assert decision.text is not None
             yield decision.text
-            yield self._reply(decision, hits, started, extra, model=None)
+            yield self._reply(decision, hits, started, extra, model=None, history=history)
             return
 
         gate = SentenceGate(decision.sources, thresholds.support, question)
+        framed = _Frame(decision.before)
+        shown = CustomerCitations(decision.sources)  # [n] as the customer sees the sources
         messages = prompt.build_messages(question, decision.sources, history)
         failure = None
         result = None
@@ -95,13 +232,13 @@ class Pipeline:
         try:
             generation = self.generator.stream(messages)
             for delta in generation:
-                yield from gate.feed(delta)
+                yield from framed(shown.rewrite(gate.feed(delta)))
                 if gate.closed:
                     break  # the rest would be cut anyway
             else:
-                yield from gate.finish()
+                yield from framed(shown.rewrite(gate.finish()))
             result = generation.result
-        except GenerationError as error:
+        except (GenerationError, ModelError) as error:  # down, slow, crashed: the fallback
             log.exception("generation failed; falling back")
             failure = str(error)
         finally:
@@ -113,10 +250,15 @@ class Pipeline:
                          first_token_ms=round(result.first_token_ms, 1),
                          prompt_tokens=float(result.prompt_tokens))
         final = self._after_generation(decision, gate, history, failure)
+        if final.route == Route.GENERATED:  # the text as it streamed, with the shown citations
+            final = dataclasses.replace(final, text=final.before + shown.text + final.after)
         if final.route != Route.GENERATED:
             assert final.text is not None
             yield final.text
-        yield self._reply(final, hits, started, extra, model=self.generator.name)
+        elif final.after:
+            yield final.after  # the offer of a person, after the whole answer
+        yield self._reply(final, hits, started, extra, model=self.generator.name,
+                          history=history)
 
     def _after_generation(self, decision: Decision, gate: SentenceGate,
                           history: Sequence[Turn], failure: str | None) -> Decision:
@@ -133,7 +275,8 @@ class Pipeline:
         return self.policy.finish_generated(decision, gate.text, gate.claims, history, note)
 
     def _reply(self, decision: Decision, hits: tuple[Hit, ...], started: float,
-               extra: dict[str, float], model: str | None) -> Reply:
+               extra: dict[str, float], model: str | None,
+               history: Sequence[Turn] = ()) -> Reply:
         assert decision.text is not None
         log.info("route=%s confidence=%.3f reason=%s", decision.route.value,
                  decision.confidence, decision.reason)
@@ -142,28 +285,54 @@ class Pipeline:
             reason=decision.reason, sources=decision.sources, hits=hits, model=model,
             index_version=self.index_version,
             latency_ms=round((time.perf_counter() - started) * 1000, 2), extra=extra,
+            signals=decision.signals, priority=decision.priority,
+            suggestions=self.suggestions(decision.route, decision.sources, history),
         )
 
 
+class _Frame:
+    """Streams ``before`` (a frustrated customer's acknowledgement) ahead of the first piece the
+    support gate releases, not earlier: an answer the gate rejects becomes a fallback, whose
+    text must not follow an acknowledgement already shown."""
+
+    def __init__(self, before: str) -> None:
+        self.before = before
+
+    def __call__(self, pieces: list[str]) -> Iterator[str]:
+        if pieces and self.before:
+            yield self.before
+            self.before = ""
+        yield from pieces
+
+
 def build_pipeline(settings: Settings, *, retriever: Any = None, generator: Generator | None = None,
-                   policy: Policy | None = None) -> Pipeline:
+                   policy: Policy | None = None, signals: SignalReader | None = None) -> Pipeline:
     """The default pipeline for ``settings``; any stage can be replaced by an object with the
     same interface. Nothing heavy is loaded here."""
     if retriever is None:
         from chatbot.retrieval.search import Retriever
 
         retriever = Retriever(settings)
+    if signals is None and settings.signals:
+        signals = SignalReader()
     return Pipeline(settings, retriever, generator or make_generator(settings),
-                    policy or Policy(settings))
+                    policy or Policy(settings), signals)
 
 
 def format_reply(reply: Reply) -> str:
     """The reply with its route, confidence, reason and sources, for the terminal."""
     lines = [reply.text, f"  [{reply.route.value} · confidence {reply.confidence:.2f} · "
                          f"{reply.latency_ms:.0f} ms] {reply.reason}"]
-    for n, hit in enumerate(reply.sources, start=1):
+    # Numbered as the customer sees them (the text's [n]); a dialogue it drew on is listed for
+    # the operator, unnumbered, as customers never see it.
+    shown = visible_sources(reply.sources)
+    for n, hit in enumerate(shown, start=1):
         lines.append(f"  [{n}] {hit.document.kind} {hit.document.record_id}: "
                      f"{hit.document.question}")
+    for hit in reply.sources:
+        if hit not in shown:
+            lines.append(f"  [-] {hit.document.kind} {hit.document.record_id} (not shown to "
+                         "customers)")
     return "\n".join(lines)
 
 

@@ -3,13 +3,19 @@
 Decisions, in order:
 
 1. **Hand-over** when the customer asks for a person ("can I talk to a human", "agent please",
-   "representative"), says yes right after the bot offered a human, or when this turn would be
-   one fallback too many (``settings.handoff_after_fallbacks`` consecutive fallbacks already).
+   "representative"), says yes right after the bot offered a human, is strongly frustrated
+   (``Signals.strongly_frustrated``), or when this turn would be one fallback too many
+   (``settings.handoff_after_fallbacks`` consecutive fallbacks already).
 2. **FAQ verbatim** when the top FAQ hit's dense cosine reaches ``thresholds.faq``.
 3. **Grounded generation** when the top hit's dense cosine reaches ``thresholds.answer``; the
    generated text then passes the support gate (``chatbot.answering.grounding``) and is replaced
    by a fallback when no claim in it is supported by the sources.
 4. **Fallback** otherwise: an honest "I'm not sure" with an offer of a human.
+
+A frustrated customer (``chatbot.answering.signals``) is already contacting us: an answer gets
+an acknowledgement before it and an offer of a person after it (``Decision.before``/``after``);
+a fallback becomes ``prompt.FRUSTRATED_TEXT``; a hand-over is ``priority="high"`` (agents see
+it first) and says so. Saying yes to either offer hands over like yes to a fallback.
 
 Why the dense cosine of the best phrasing: on CLINC150 (val, MiniLM) it separates in-scope from
 out-of-scope better than a top-5 label vote or the margin to the next label (at 90% of in-scope
@@ -31,7 +37,7 @@ from typing import Any
 
 from chatbot.answering import prompt
 from chatbot.config import Settings
-from chatbot.types import Hit, Route, Turn
+from chatbot.types import Hit, Priority, Route, Signals, Turn
 
 
 @dataclass(frozen=True)
@@ -83,13 +89,23 @@ DEFAULT_THRESHOLDS = Thresholds(
 @dataclass(frozen=True)
 class Decision:
     """What to do with a question. ``text`` is set for every route except GENERATED, whose text
-    the generator produces; ``sources`` are the hits the reply relies on."""
+    the generator produces; ``sources`` are the hits the reply relies on.
+
+    For a frustrated customer an answer (FAQ or generated) is framed: ``before`` is said first
+    and ``after`` last. A FAQ decision's ``text`` already includes them; for GENERATED the
+    pipeline streams ``before`` ahead of the first released sentence and ``after`` once the
+    gate is done, and ``finish_generated`` puts them into the final text, so the streamed text
+    equals the final one. ``signals`` are the message's as the policy read them."""
 
     route: Route
     reason: str
     confidence: float
     sources: tuple[Hit, ...] = ()
     text: str | None = None
+    priority: Priority = "normal"
+    before: str = ""
+    after: str = ""
+    signals: Signals | None = None
 
 
 # --- asking for a human --------------------------------------------------------------------------
@@ -133,8 +149,25 @@ def consecutive_fallbacks(history: Sequence[Turn]) -> int:
     return count
 
 
-def _last_agent_route(history: Sequence[Turn]) -> str | None:
-    return next((t.route for t in reversed(history) if t.role == "agent"), None)
+def offered_human(history: Sequence[Turn]) -> bool:
+    """Whether the last bot turn offered a person: a fallback (every fallback text ends with
+    the offer) or an answer that ended with ``prompt.FRUSTRATED_OFFER``. The offer is in the
+    words the customer read, so those words are what a "yes" answers."""
+    last = next((t for t in reversed(history) if t.role == "agent"), None)
+    if last is None:
+        return False
+    return last.route == Route.FALLBACK.value or last.text.rstrip().endswith(
+        prompt.FRUSTRATED_OFFER)
+
+
+def _frustrated(signals: Signals | None) -> bool:
+    return signals is not None and signals.frustrated
+
+
+def _with_signals(reason: str, signals: Signals | None) -> str:
+    """The reason, with what the signals said when they changed the decision."""
+    return f"{reason}; customer frustrated: {signals.describe()}" if (
+        signals is not None and signals.frustrated) else reason
 
 
 class Policy:
@@ -144,59 +177,85 @@ class Policy:
         self.settings = settings
 
     def decide(self, question: str, hits: Sequence[Hit], history: Sequence[Turn] = (),
-               thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Decision:
+               thresholds: Thresholds = DEFAULT_THRESHOLDS,
+               signals: Signals | None = None) -> Decision:
+        """Route a question. ``signals`` are the message's (None: not read, treated as calm)."""
         hits = tuple(hits)
         top = _top_dense(hits)
         if asks_for_human(question):
-            return Decision(Route.HANDOFF, "customer asked for a human", 1.0,
-                            text=prompt.HANDOFF_TEXT)
-        if _last_agent_route(history) == Route.FALLBACK.value and _YES.match(question):
-            return Decision(Route.HANDOFF, "customer accepted the offer of a human", 1.0,
-                            text=prompt.HANDOFF_TEXT)
+            return self._handoff("customer asked for a human", 1.0, signals)
+        if offered_human(history) and _YES.match(question):
+            # Accepting an offer made because the customer was frustrated is a frustrated
+            # customer asking for a person, although "yes" itself reads calm.
+            last = next(t.text for t in reversed(history) if t.role == "agent")
+            frustrated_offer = (last == prompt.FRUSTRATED_TEXT
+                                or last.rstrip().endswith(prompt.FRUSTRATED_OFFER))
+            return self._handoff("customer accepted the offer of a human", 1.0, signals,
+                                 high=frustrated_offer)
+        if signals is not None and signals.strongly_frustrated:
+            return self._handoff(f"customer strongly frustrated: {signals.describe()}", 1.0,
+                                 signals, note=False)
 
         faq_hits = [h for h in hits if h.document.kind == "faq"]
         best_faq = max(faq_hits, key=lambda h: h.dense_score or 0.0, default=None)
+        before, after = (f"{prompt.FRUSTRATED_ACK} ", f"\n\n{prompt.FRUSTRATED_OFFER}") if (
+            _frustrated(signals)) else ("", "")
         if best_faq is not None and (best_faq.dense_score or 0.0) >= thresholds.faq:
             score = best_faq.dense_score or 0.0
+            reason = (f"FAQ {best_faq.document.record_id} matched with cosine {score:.3f} >= "
+                      f"faq threshold {thresholds.faq:.3f}")
             return Decision(
-                Route.FAQ,
-                f"FAQ {best_faq.document.record_id} matched with cosine {score:.3f} >= "
-                f"faq threshold {thresholds.faq:.3f}",
-                score, sources=(best_faq,), text=best_faq.document.answer,
+                Route.FAQ, _with_signals(reason, signals), score, sources=(best_faq,),
+                text=before + best_faq.document.answer + after, before=before, after=after,
+                signals=signals,
             )
         if hits and top >= thresholds.answer:
-            return Decision(
-                Route.GENERATED,
-                f"evidence cosine {top:.3f} >= answer threshold {thresholds.answer:.3f} but "
-                f"below the faq threshold {thresholds.faq:.3f}: grounded generation",
-                top, sources=hits[: prompt.MAX_SOURCES],
-            )
+            reason = (f"evidence cosine {top:.3f} >= answer threshold {thresholds.answer:.3f} "
+                      f"but below the faq threshold {thresholds.faq:.3f}: grounded generation")
+            return Decision(Route.GENERATED, _with_signals(reason, signals), top,
+                            sources=hits[: prompt.MAX_SOURCES], before=before, after=after,
+                            signals=signals)
         reason = (f"weak evidence: best cosine {top:.3f} < answer threshold "
                   f"{thresholds.answer:.3f}") if hits else "retrieval found nothing"
-        return self._fallback(reason, top, history)
+        return self._fallback(reason, top, history, signals=signals)
 
     def finish_generated(self, decision: Decision, text: str, claims: int,
                          history: Sequence[Turn] = (), note: str = "") -> Decision:
         """The generated answer after the support gate (``grounding.SentenceGate``): kept when
-        it carries at least one supported claim, else replaced by a fallback. ``note`` says what
-        the gate cut or why nothing passed."""
+        it carries at least one supported claim (framed by ``decision.before``/``after``), else
+        replaced by a fallback. ``note`` says what the gate cut or why nothing passed."""
         if claims == 0 or not text.strip():
             return self._fallback(f"generated answer rejected: {note or 'no supported claim'}",
-                                  decision.confidence, history, text=prompt.UNSUPPORTED_TEXT)
+                                  decision.confidence, history, text=prompt.UNSUPPORTED_TEXT,
+                                  signals=decision.signals)
         cited = [decision.sources[n - 1] for n in prompt.cited_numbers(text, len(decision.sources))]
         reason = f"{decision.reason}; {claims} claim(s) supported by the sources"
         if note:
             reason += f"; {note}"
         return Decision(Route.GENERATED, reason, decision.confidence,
-                        tuple(cited) or decision.sources, text)
+                        tuple(cited) or decision.sources, decision.before + text + decision.after,
+                        before=decision.before, after=decision.after, signals=decision.signals)
+
+    def _handoff(self, reason: str, confidence: float, signals: Signals | None, *,
+                 high: bool = False, note: bool = True,
+                 text: str = prompt.HANDOFF_TEXT) -> Decision:
+        """A hand-over: high priority for a frustrated customer (or when ``high``), and then
+        the text says so; ``note`` appends what the signals said to the reason."""
+        if high or _frustrated(signals):
+            return Decision(Route.HANDOFF, _with_signals(reason, signals) if note else reason,
+                            confidence, text=prompt.FRUSTRATED_HANDOFF_TEXT, priority="high",
+                            signals=signals)
+        return Decision(Route.HANDOFF, reason, confidence, text=text, signals=signals)
 
     def _fallback(self, reason: str, confidence: float, history: Sequence[Turn],
-                  text: str = prompt.FALLBACK_TEXT) -> Decision:
+                  text: str = prompt.FALLBACK_TEXT, signals: Signals | None = None) -> Decision:
         previous = consecutive_fallbacks(history)
         if previous >= self.settings.handoff_after_fallbacks:
-            return Decision(
-                Route.HANDOFF,
-                f"{reason}; {previous} fallbacks in a row already: handing over",
-                confidence, text=prompt.HANDOFF_AFTER_FALLBACKS_TEXT,
-            )
-        return Decision(Route.FALLBACK, reason, confidence, text=text)
+            return self._handoff(f"{reason}; {previous} fallbacks in a row already: handing over",
+                                 confidence, signals, text=prompt.HANDOFF_AFTER_FALLBACKS_TEXT)
+        if _frustrated(signals):
+            # Never "I'm not sure, contact us" to someone who is contacting us: acknowledge and
+            # offer a person now (a "yes" to it hands over, see ``offered_human``).
+            return Decision(Route.FALLBACK, _with_signals(reason, signals), confidence,
+                            text=prompt.FRUSTRATED_TEXT, signals=signals)
+        return Decision(Route.FALLBACK, reason, confidence, text=text, signals=signals)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from chatbot.answering.privacy import redact
 from chatbot.generation.base import Message
 from chatbot.types import Hit, Turn
 
@@ -35,10 +36,24 @@ UNSUPPORTED_TEXT = (
     "Would you like me to connect you with a member of our support team?"
 )
 
+# A hand-over's own sentences say nothing about WHEN a person answers: the conversation service
+# adds one of the availability sentences below, chosen from the support hours and whether an
+# agent is signed in (``chatbot.conversations.availability``), so the promise is always true.
 HANDOFF_TEXT = (
-    "I'm connecting you with a member of our support team. They can see this conversation, "
-    "so you won't need to repeat yourself."
+    "I'm passing your conversation to a member of our support team. They'll see everything "
+    "you've written here, so you won't need to repeat yourself."
 )
+HANDOFF_JOINING_TEXT = "A member of our team will join this chat shortly."  # agent signed in
+HANDOFF_NOBODY_ONLINE_TEXT = (
+    "No one from our team is online right now. Your conversation will be waiting, and a person "
+    "will reply here as soon as someone is available."
+)
+HANDOFF_CLOSED_TEXT = (  # outside the support hours; {back} is e.g. "Monday at 8am"
+    "Our team is available {hours}, so a person will reply here when we're back ({back}). "
+    "Your conversation will be waiting."
+)
+# What a customer's message gets while a person has the conversation (the bot stays silent).
+AGENT_HAS_IT_TEXT = "{agent} from our support team has your message and will reply here."
 
 HANDOFF_AFTER_FALLBACKS_TEXT = (
     "I'm sorry I couldn't help with this. I'm passing your conversation to a member of our "
@@ -91,10 +106,13 @@ def _clip(text: str, limit: int) -> str:
 
 
 def format_source(n: int, hit: Hit) -> str:
-    """One numbered source: an FAQ as question/answer, a past dialogue turn as an exchange."""
+    """One numbered source: an FAQ as question/answer, a past dialogue turn as an exchange with
+    its card numbers, emails and phone numbers redacted (the model could repeat them to today's
+    customer; ``chatbot.answering.privacy``)."""
     doc = hit.document
     if doc.kind == "dialogue":
-        body = f"Customer: {_clip(doc.question, 200)}\nAgent: {_clip(doc.answer, MAX_SOURCE_CHARS)}"
+        customer, agent = redact(doc.question), redact(doc.answer)
+        body = f"Customer: {_clip(customer, 200)}\nAgent: {_clip(agent, MAX_SOURCE_CHARS)}"
     else:
         body = f"Q: {_clip(doc.question, 200)}\nA: {_clip(doc.answer, MAX_SOURCE_CHARS)}"
     return f"[{n}] {body}"

@@ -1,6 +1,7 @@
 """Signals on every customer message: sentiment, frustration, and the cues behind them.
 
-``SignalReader.read(message, history)`` returns ``Signals``: VADER's compound sentiment (-1..1),
+``SignalReader.read(message, history)`` returns ``Signals`` (``chatbot.types``, so replies and
+the policy carry them without importing this module): VADER's compound sentiment (-1..1),
 a frustration score (0..1), whether it crosses the frustration and strong-frustration
 thresholds, and the names of the cues that fired (for the policy's reason text and analytics).
 
@@ -23,13 +24,12 @@ import math
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from chatbot.answering.policy import asks_for_human, consecutive_fallbacks
 from chatbot.errors import ModelError
 from chatbot.retrieval.text import content_words
-from chatbot.types import Route, Turn
+from chatbot.types import NO_SIGNALS, Route, Signals, Turn
 
 # --- the fitted formulas -----------------------------------------------------------------------
 # Two logistic formulas over the same cue values: how likely the customer is frustrated, and,
@@ -94,35 +94,6 @@ MAX_HISTORY_TURNS = 12  # earlier turns read for repetition and fallbacks; older
 # VADER does not read the message as clearly positive.
 POSITIVE_GATE = 0.5
 NEGATIVE_CUE = -0.05  # VADER's own convention for "negative"; only names the cue
-
-
-@dataclass(frozen=True)
-class Signals:
-    """What one customer message says about the customer's state."""
-
-    sentiment: float  # VADER compound of the message, -1 (negative) .. 1 (positive)
-    frustration: float  # 0..1, the fitted logistic score
-    frustrated: bool  # frustration >= the frustration threshold
-    strongly_frustrated: bool = False  # frustrated, and the strong score >= its threshold
-    # Names from FEATURES that fired, by their pull on the frustration score (most first;
-    # "polite", which pulls the other way, last).
-    cues: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sentiment": round(self.sentiment, 4), "frustration": round(self.frustration, 4),
-            "frustrated": self.frustrated, "strongly_frustrated": self.strongly_frustrated,
-            "cues": list(self.cues),
-        }
-
-    def describe(self) -> str:
-        """One line for a routing reason: "frustration 0.93 (anger, says_repeated)"."""
-        cues = ", ".join(self.cues) or "no cue"
-        return f"frustration {self.frustration:.2f} ({cues})"
-
-
-# What a reader returns when signals are switched off or the message is empty.
-NO_SIGNALS = Signals(sentiment=0.0, frustration=0.0, frustrated=False)
 
 
 # --- cues ---------------------------------------------------------------------------------------

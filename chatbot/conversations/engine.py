@@ -2,8 +2,9 @@
 
 Owns: building the SQLAlchemy engine and session factory from ``Settings``, the SQLite
 connection settings (WAL, foreign keys, busy timeout), and running Alembic programmatically
-(``upgrade(settings)`` is what ``chatbot db upgrade`` and ``chatbot serve`` call). The schema
-itself lives in ``migrations/``; this module never calls ``create_all``.
+(``upgrade(settings)`` is what ``chatbot db upgrade`` and ``chatbot serve`` call), and telling
+an unreachable database from a bug (``unavailable``: the edges answer the first with 503). The
+schema itself lives in ``migrations/``; this module never calls ``create_all``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from chatbot.config import Settings
-from chatbot.errors import ConfigError
+from chatbot.config import Settings, hide_passwords, mask_database_url
+from chatbot.errors import ConfigError, DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +61,10 @@ def make_engine(target: Settings | str, **kwargs: Any) -> Engine:
     url_text = _url_of(target)
     try:
         url = make_url(url_text)
-    except ArgumentError as error:
+    except (ArgumentError, ValueError) as error:  # ValueError: a port that is not a number
         raise ConfigError(
-            f"database URL {url_text!r} is not valid: {error} "
+            f"database URL {mask_database_url(url_text)!r} is not valid: "
+            f"{hide_passwords(str(error))} "
             "(set CHATBOT_DATABASE_URL, e.g. sqlite:///var/chatbot.db)"
         ) from error
     backend = url.get_backend_name()
@@ -75,7 +84,13 @@ def make_engine(target: Settings | str, **kwargs: Any) -> Engine:
     if backend == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")  # psycopg 3, not psycopg2
-        options = {"pool_size": 20, "max_overflow": 40, "pool_pre_ping": True}
+        # pre_ping: after a database restart every pooled connection is dead; each is tested
+        # (one round trip) and replaced on checkout, so the app recovers without a restart.
+        # pool_timeout: with the database gone, waiting 30 s for a slot only piles requests up.
+        options = {"pool_size": 20, "max_overflow": 40, "pool_pre_ping": True,
+                   "pool_timeout": 10}
+        if "connect_timeout" not in url.query:  # a host that drops packets: fail in seconds
+            options["connect_args"] = {"connect_timeout": 5}
         options.update(kwargs)
         return create_engine(url, **options)
     raise ConfigError(
@@ -145,6 +160,31 @@ def check_schema(engine: Engine) -> None:
         raise ConfigError("the database has no tables yet: run `chatbot db upgrade`")
 
 
+def unavailable(error: BaseException) -> DatabaseUnavailableError | None:
+    """The ``DatabaseUnavailableError`` for an error that means the database cannot be reached
+    right now (refused or dropped connection, server shutting down, SQLite file locked, pool
+    exhausted), else None: constraint violations and SQL mistakes are bugs, not outages."""
+    seen: BaseException | None = error
+    for _ in range(8):  # follow the chain: cleanup code may raise over the real cause (e.g.
+        if seen is None:  # PendingRollbackError from a connection the outage invalidated)
+            return None
+        if isinstance(seen, DatabaseUnavailableError):
+            return seen
+        if isinstance(seen, OperationalError | InterfaceError | PoolTimeoutError) or (
+                isinstance(seen, DBAPIError) and seen.connection_invalidated):
+            return DatabaseUnavailableError(_what_failed(seen))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _what_failed(error: BaseException) -> str:
+    """The driver's last words without where the server is ('Connection refused', 'the
+    database system is starting up'): /health shows this to anyone who asks."""
+    line = _first_line(error).split("(Background on this error", 1)[0]
+    return line.rsplit(": ", 1)[-1].strip() or type(error).__name__
+
+
 def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error)
+    """The driver's message, first line, without any password it may quote (a bad DSN)."""
+    text = hide_passwords(str(getattr(error, "orig", None) or error))
     return text.strip().splitlines()[0] if text.strip() else type(error).__name__

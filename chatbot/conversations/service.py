@@ -3,12 +3,24 @@
 Every edge (REST API, SSE stream, OpenAI-compatible endpoint, Gradio UI) calls this service, so
 every answer is logged the same way: the customer's message is committed BEFORE the pipeline
 runs (a crash never loses it), then the bot's message with its retrieval hits, route,
-confidence, reason, latency, model and index version. A HANDOFF reply or a customer's
-``handoff()`` marks the conversation ``handed_off`` and writes a Handoff row.
+confidence, reason, latency, model and index version. The customer message's signals
+(sentiment, frustration; ``pipeline.read_signals``) are read before it is logged, stored on its
+row and rolled up on the conversation in the same transaction (``signal_log``), then handed to
+the pipeline. A HANDOFF reply or a customer's ``handoff()`` marks the conversation
+``handed_off`` and writes a Handoff row with its priority (``high`` for a frustrated customer).
+
+Personal data (``chatbot.answering.privacy``): what a customer wrote (messages, feedback
+comments, hand-over reasons) and generated replies are stored with card numbers, emails, phone
+numbers and ``CHATBOT_REDACT_PATTERNS`` replaced by ``[kind]`` (except the kinds
+``CHATBOT_STORE_VERBATIM`` keeps), the customer reference with them pseudonymised. The pipeline
+answers the message as written; the history it gets later is the stored, redacted one (the bot
+needs no one's card or email to answer from the FAQs). The bot's approved texts (FAQ answers,
+its own sentences) are stored as they are: they hold the company's own phone and email.
+Deleting is ``chatbot.conversations.retention``.
 
 Interface (the frontend codes against these names):
   chat(message, *, conversation_id=None, channel="api", customer_ref=None, history=None)
-      -> ChatResult(conversation_id, message_id, reply, handoff)
+      -> ChatResult(conversation_id, message_id, reply, handoff, signals)
   chat_stream(same arguments) -> ChatStream: iterates text deltas, then one ChatResult.
   feedback(*, message_id=None, conversation_id=None, rating=None, csat=None, comment=None) -> str
   handoff(*, conversation_id, reason) -> str
@@ -19,13 +31,23 @@ Interface (the frontend codes against these names):
       -> list[ConversationSummary]
   export(fmt="csv"|"jsonl", *, since=None, until=None) -> Iterator[str]
   stats(since=None) -> Stats
+  stats_series(since=None, until=None) -> StatsSeries: per UTC day, for the admin charts
 
 Additions to the agreed interface (all optional, nothing existing changed):
   - ``history=`` on chat/chat_stream overrides the history read from the database (the
     OpenAI-compatible endpoint passes the client's own messages).
   - chat_stream validates and commits the customer message when CALLED (not on first
     iteration), so bad input raises at once; the returned ChatStream also carries
-    ``.conversation_id`` for an early SSE ``meta`` event.
+    ``.conversation_id`` and the message's ``.signals`` for an early SSE ``meta`` event.
+  - handoff(..., priority=None): None means ``high`` when the conversation's customer was
+    frustrated (its roll-up), else ``normal``.
+  - Suggested questions: ``chat``/``chat_stream(..., suggestion=faq_id)`` marks a message sent
+    by clicking a suggestion chip (stored as ``messages.suggested_faq_id``, the click the
+    statistics count); the FAQ ids offered under a bot reply (``Reply.suggestions``) are
+    stored on its row (``messages.suggestions``); the history handed to the pipeline carries
+    each bot turn's answered FAQ (``Turn.faq_id``) so none is suggested twice.
+    ``opening_suggestions()`` -> list[Suggestion]: what to offer when a chat opens (the FAQs
+    answered most in the last ``OPENING_DAYS`` days first).
   - count_conversations(same filters) -> int, for pagination totals.
   - find_conversation(*, customer_ref, channel) -> str | None (latest open one).
   - sources(reply) -> list[Source]: the numbered sources shown under an answer.
@@ -33,6 +55,18 @@ Additions to the agreed interface (all optional, nothing existing changed):
     wait_reindex(timeout) -> ReindexStatus; ``ChatService(..., reindexer=f)`` (keyword) swaps
     chatbot.retrieval.index.reindex for a stand-in in tests.
   - check_admin_token(token) -> bool (constant-time), for the admin tab.
+  - delete_conversation(id): the conversation and every row of it, gone (NotFoundError if
+    unknown); purge(older_than_days=None) -> int: delete those inactive for longer
+    (default CHATBOT_RETENTION_DAYS).
+  - People (``chatbot.conversations.agents``): ``service.agents`` is the agent desk (accounts,
+    inbox, claim/reply/handback/resolve, availability); ``service.events`` the live event bus;
+    ``service.webhooks`` the webhook sender; ``on_resolved(callback)`` is called with a
+    ``Resolution`` after each resolve. While an agent has claimed the conversation, chat() logs
+    the customer's message, sends it to the agent side and does not run the pipeline: the
+    result's route is ``agent`` (no bot message; ``message_id`` is the customer's message,
+    ``ChatResult.agent`` the person's name). A hand-over reply ends with the sentence saying
+    when a person will answer; every new hand-over is a ``handoff_created`` event (webhook
+    ``handoff.created``).
   Bad input raises chatbot.errors.InvalidRequestError (with ``.field``); unknown ids raise
   NotFoundError. A customer message is checked by ``chatbot.answering.inputs.check_message``
   (the one rule and wording for every way in) and logged without surrounding whitespace.
@@ -46,17 +80,20 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.orm import selectinload
 
 from chatbot.answering.inputs import check_message
+from chatbot.answering.privacy import Redactor
 from chatbot.config import Settings
+from chatbot.conversations.agents import AgentDesk, Resolution
 from chatbot.conversations.engine import make_sessionmaker
+from chatbot.conversations.events import EventBus, record
 from chatbot.conversations.jobs import Reindexer, ReindexJob, ReindexStatus
 from chatbot.conversations.models import (
     CHANNELS,
@@ -73,19 +110,36 @@ from chatbot.conversations.queries import (
     compute_stats,
     conversation_filters,
     export_lines,
+    logged_text,
+    recent_answer_counts,
     summarise,
     view_of,
 )
+from chatbot.conversations.retention import delete_conversations, purge
+from chatbot.conversations.signal_log import message_fields, rollup
+from chatbot.conversations.timeseries import daily_stats, window
 from chatbot.conversations.views import (
     ConversationSummary,
     ConversationView,
     Source,
     Stats,
+    StatsSeries,
     sources,
     to_utc,
 )
+from chatbot.conversations.webhooks import WebhookSender
 from chatbot.errors import GenerationError, InvalidRequestError, NotFoundError
-from chatbot.types import AnswerPipeline, Hit, Reply, Route, Turn
+from chatbot.types import (
+    PRIORITIES,
+    AnswerPipeline,
+    Hit,
+    Priority,
+    Reply,
+    Route,
+    Signals,
+    Suggestion,
+    Turn,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +151,10 @@ __all__ = [
 _NO_BOT_FIELDS = dict(latency_ms=None, route=None, confidence=None, model=None,
                       index_version=None, reason=None)
 HISTORY_MESSAGES = 10  # recent messages handed to the pipeline; it picks the turns it uses
+OPENING_DAYS = 7  # opening suggestions: the FAQs answered most in these last days come first
+# The opening counts are one grouped query over a week of the log: cached this long, since
+# every chat that opens asks for them and a few minutes' lag changes nothing.
+OPENING_CACHE_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -107,15 +165,18 @@ class ChatResult:
     message_id: str
     reply: Reply
     handoff: bool
+    signals: Signals | None = None  # of the customer's message (None: signals off)
+    agent: str | None = None  # route AGENT: the person who has the conversation
 
 
 class ChatStream:
     """Iterator of text deltas then one ChatResult; the customer message is already logged."""
 
     def __init__(self, conversation_id: str, customer_message_id: str,
-                 items: Iterator[str | ChatResult]) -> None:
+                 items: Iterator[str | ChatResult], signals: Signals | None = None) -> None:
         self.conversation_id = conversation_id
         self.customer_message_id = customer_message_id
+        self.signals = signals
         self._items = items
 
     def __iter__(self) -> ChatStream:
@@ -140,51 +201,83 @@ class ChatService:
         self.engine = engine
         self._sessions = make_sessionmaker(engine)
         self._reindex = ReindexJob(settings, pipeline, reindexer)
+        self._redactor = Redactor.from_settings(settings)
         # SQLite has one writer at a time and makes the others poll with growing sleeps (its
         # busy handler); queueing this process's writers on a lock hands the file over without
         # those sleeps. PostgreSQL writers run concurrently, so nothing is queued there.
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext())
+        # People: live events (delivered after each write commits), webhooks, the agent desk.
+        self.events = EventBus(engine, settings)
+        self.webhooks = WebhookSender(settings, engine)
+        self.events.on_event(self.webhooks.handle)
+        self.agents = AgentDesk(settings, engine, self.events, self._writing, self.conversation)
+        self._opening_counts: tuple[float, dict[str, int]] | None = None  # (when read, counts)
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
-        """One write transaction (see ``_write_lock``)."""
-        with self._write_lock, self.engine.begin() as connection:
+        """One write transaction (see ``_write_lock``); the conversation events it records are
+        delivered once it has committed."""
+        with self.events.transaction(self._write_lock) as connection:
             yield connection
+
+    def on_resolved(self, callback: Callable[[Resolution], None]) -> None:
+        """Call ``callback(resolution)`` after each hand-over an agent resolves (see
+        ``AgentDesk.on_resolved``)."""
+        self.agents.on_resolved(callback)
+
+    def _held(self, conv_id: str, msg_id: str, signals: Signals | None) -> ChatResult | None:
+        """While a person has the conversation the bot stays silent: the logged message goes
+        to the agent side and the result says who has it (None: the bot answers)."""
+        agent = self.agents.customer_wrote(conv_id, msg_id)
+        if agent is None:
+            return None
+        reply = Reply(self.agents.holding_text(agent), Route.AGENT, 0.0,
+                      f"{agent} has the conversation; the bot stayed silent", signals=signals)
+        return ChatResult(conv_id, msg_id, reply, False, signals, agent=agent)
 
     # --- chat --------------------------------------------------------------------------------
     def chat(self, message: str, *, conversation_id: str | None = None, channel: str = "api",
-             customer_ref: str | None = None, history: Sequence[Turn] | None = None) -> ChatResult:
-        """Answer one customer message and log both sides of the round trip."""
+             customer_ref: str | None = None, history: Sequence[Turn] | None = None,
+             suggestion: str | None = None) -> ChatResult:
+        """Answer one customer message and log both sides of the round trip. ``suggestion``:
+        the FAQ id of the suggestion chip the message was sent by (a logged click)."""
         message = check_message(message, self.settings.max_message_chars)
-        conv_id, _, turns = self._begin(message, conversation_id, channel, customer_ref, history)
+        conv_id, msg_id, turns, signals = self._begin(message, conversation_id, channel,
+                                                      customer_ref, history, suggestion)
+        if (held := self._held(conv_id, msg_id, signals)) is not None:
+            return held
         started = time.perf_counter()
         try:
-            reply = self.pipeline.answer(message, turns)
+            reply = self.pipeline.answer(message, turns, signals=signals)
         except Exception:
             log.exception("pipeline failed for conversation %s (customer message kept)", conv_id)
             raise
-        return self._finish(conv_id, reply, (time.perf_counter() - started) * 1000.0)
+        return self._finish(conv_id, reply, (time.perf_counter() - started) * 1000.0, signals)
 
     def chat_stream(self, message: str, *, conversation_id: str | None = None,
                     channel: str = "api", customer_ref: str | None = None,
-                    history: Sequence[Turn] | None = None) -> ChatStream:
+                    history: Sequence[Turn] | None = None,
+                    suggestion: str | None = None) -> ChatStream:
         """Like chat(), streamed: text deltas as the pipeline yields them, then a ChatResult.
 
         If the consumer stops early (client disconnected), nothing more is logged: the
         customer's message stays, without a bot reply.
         """
         message = check_message(message, self.settings.max_message_chars)
-        conv_id, msg_id, turns = self._begin(
-            message, conversation_id, channel, customer_ref, history
+        conv_id, msg_id, turns, signals = self._begin(
+            message, conversation_id, channel, customer_ref, history, suggestion
         )
-        return ChatStream(conv_id, msg_id, self._stream(conv_id, message, turns))
+        if (held := self._held(conv_id, msg_id, signals)) is not None:
+            return ChatStream(conv_id, msg_id, iter([held]), signals)
+        return ChatStream(conv_id, msg_id, self._stream(conv_id, message, turns, signals),
+                          signals)
 
-    def _stream(self, conv_id: str, message: str,
-                turns: Sequence[Turn]) -> Iterator[str | ChatResult]:
+    def _stream(self, conv_id: str, message: str, turns: Sequence[Turn],
+                signals: Signals | None = None) -> Iterator[str | ChatResult]:
         started = time.perf_counter()
         reply: Reply | None = None
-        items = self.pipeline.stream(message, turns)
+        items = self.pipeline.stream(message, turns, signals=signals)
         try:
             for item in items:
                 if isinstance(item, Reply):
@@ -200,13 +293,18 @@ class ChatService:
                 close()
         if reply is None:
             raise GenerationError("the answer stream ended without a final reply; try again")
-        yield self._finish(conv_id, reply, (time.perf_counter() - started) * 1000.0)
+        result = self._finish(conv_id, reply, (time.perf_counter() - started) * 1000.0, signals)
+        said, final = reply.text.rstrip(), result.reply.text
+        if len(final) > len(said) and final.startswith(said):
+            yield final[len(said):]  # a hand-over's "when a person will answer", streamed too
+        yield result
 
     def _begin(self, message: str, conversation_id: str | None, channel: str,
-               customer_ref: str | None, history: Sequence[Turn] | None
-               ) -> tuple[str, str, list[Turn]]:
-        """Validate, find or open the conversation, read its history and commit the message
-        (already checked by ``check_message``)."""
+               customer_ref: str | None, history: Sequence[Turn] | None,
+               suggestion: str | None = None
+               ) -> tuple[str, str, list[Turn], Signals | None]:
+        """Validate, find or open the conversation, read its history, read the message's
+        signals and commit the message with them (already checked by ``check_message``)."""
         if channel not in CHANNELS:
             raise InvalidRequestError(
                 f"channel must be one of {', '.join(CHANNELS)}, not {channel!r}", field="channel"
@@ -214,6 +312,11 @@ class ChatService:
         if customer_ref is not None and len(customer_ref) > 200:
             raise InvalidRequestError("customer_ref is longer than 200 characters",
                                       field="customer_ref")
+        if suggestion is not None and not 0 < len(suggestion) <= 200:
+            raise InvalidRequestError("suggestion.faq_id must be 1 to 200 characters",
+                                      field="suggestion")
+        # Redacted before the write transaction: it takes a millisecond or two with numbers in.
+        stored, stored_ref = self._redactor.redact(message), self._stored_ref(customer_ref)
         # Core statements on one connection, not the ORM unit of work: this is the hot path
         # (two short transactions per chat) and Core costs about half the CPU per request.
         with self._writing() as connection:
@@ -237,28 +340,48 @@ class ChatService:
             else:
                 conv_id = new_id()
                 connection.execute(insert(Conversation), [dict(
-                    id=conv_id, channel=channel, customer_ref=customer_ref, status="open",
+                    id=conv_id, channel=channel, customer_ref=stored_ref, status="open",
                     started_at=utcnow(), ended_at=None, language=None)])
                 turns = list(history or ())
+            # Read here, where the history is at hand: the row is written once, with them.
+            signals = self.pipeline.read_signals(message, turns)
             msg_id = new_id()
             connection.execute(insert(Message), [dict(
-                id=msg_id, conversation_id=conv_id, role="customer", text=message,
-                created_at=utcnow(), **_NO_BOT_FIELDS)])
-        return conv_id, msg_id, turns
+                id=msg_id, conversation_id=conv_id, role="customer", text=stored,
+                created_at=utcnow(), suggested_faq_id=suggestion, **_NO_BOT_FIELDS,
+                **message_fields(signals))])
+            if signals is not None:
+                connection.execute(rollup(conv_id, signals))
+        return conv_id, msg_id, turns, signals
+
+    def _stored_ref(self, customer_ref: str | None) -> str | None:
+        """The customer reference as stored: personal data pseudonymised, cut to the column."""
+        stored = self._redactor.pseudonymise(customer_ref)
+        return None if stored is None else stored[:200]
 
     @staticmethod
     def _history(connection: Connection, conversation_id: str) -> list[Turn]:
+        # Each bot turn's first cited FAQ (by rank): what it answered, for the suggestions.
+        answered = (select(RetrievalHit.record_id)
+                    .where(RetrievalHit.message_id == Message.id, RetrievalHit.kind == "faq",
+                           RetrievalHit.cited.is_(True))
+                    .order_by(RetrievalHit.rank).limit(1)
+                    .correlate(Message).scalar_subquery())
         rows = connection.execute(
-            select(Message.role, Message.text, Message.route)
+            select(Message.role, Message.text, Message.route, answered)
             .where(Message.conversation_id == conversation_id)
             .order_by(Message.created_at.desc())
             .limit(HISTORY_MESSAGES)
         ).all()
-        return [Turn("customer" if role == "customer" else "agent", text, route)
-                for role, text, route in reversed(rows)]
+        return [Turn("customer" if role == "customer" else "agent", text, route, faq_id)
+                for role, text, route, faq_id in reversed(rows)]
 
-    def _finish(self, conv_id: str, reply: Reply, latency_ms: float) -> ChatResult:
-        """Log the bot's reply with its hits; a HANDOFF reply opens a hand-over."""
+    def _finish(self, conv_id: str, reply: Reply, latency_ms: float,
+                signals: Signals | None = None) -> ChatResult:
+        """Log the bot's reply with its hits; a HANDOFF reply opens a hand-over (with the
+        reply's priority) and says when a person will answer."""
+        if reply.route == Route.HANDOFF:
+            reply = self.agents.with_notice(reply)
         route = reply.route.value if isinstance(reply.route, Route) else str(reply.route)
         cited = {hit.document.id for hit in reply.sources}
         hits: list[Hit] = list(reply.hits) or list(reply.sources)
@@ -266,13 +389,15 @@ class ChatService:
         hits += [hit for hit in reply.sources if hit.document.id not in seen]
         msg_id = new_id()
         handoff = reply.route == Route.HANDOFF
+        stored = logged_text(self._redactor, reply.text, "bot", route)
         with self._writing() as connection:
             connection.execute(insert(Message), [dict(
-                id=msg_id, conversation_id=conv_id, role="bot", text=reply.text,
+                id=msg_id, conversation_id=conv_id, role="bot", text=stored,
                 created_at=utcnow(), latency_ms=round(latency_ms, 3), route=route,
                 confidence=float(reply.confidence), model=reply.model,
                 index_version=reply.index_version or self.pipeline.index_version,
-                reason=reply.reason,
+                reason=self._redactor.redact_optional(reply.reason),
+                suggestions=",".join(s.faq_id for s in reply.suggestions) or None,
             )])
             if hits:
                 connection.execute(insert(RetrievalHit), [dict(
@@ -283,8 +408,24 @@ class ChatService:
                     rank=hit.rank or position, cited=hit.document.id in cited,
                 ) for position, hit in enumerate(hits, start=1)])
             if handoff:
-                self._open_handoff(connection, conv_id, reply.reason or "the bot handed over")
-        return ChatResult(conv_id, msg_id, reply, handoff)
+                self._open_handoff(connection, conv_id, reply.reason or "the bot handed over",
+                                   reply.priority)
+        return ChatResult(conv_id, msg_id, reply, handoff, signals)
+
+    # --- suggestions -------------------------------------------------------------------------
+    def opening_suggestions(self) -> list[Suggestion]:
+        """The questions to offer when a chat opens: the FAQs answered most in the last
+        ``OPENING_DAYS`` days, then the knowledge base's usual first questions ([] while the
+        pipeline has none: suggestions off, or their statistics still building)."""
+        opening = getattr(self.pipeline, "opening", None)  # a pipeline may offer none
+        if opening is None or self.settings.suggestions <= 0:
+            return []
+        cached = self._opening_counts
+        if cached is None or time.monotonic() - cached[0] > OPENING_CACHE_S:
+            with self._sessions() as session:
+                counts = recent_answer_counts(session, days=OPENING_DAYS)
+            cached = self._opening_counts = (time.monotonic(), counts)
+        return list(opening(recent_counts=cached[1]))[:self.settings.suggestions]
 
     # --- feedback and hand-over --------------------------------------------------------------
     def feedback(self, *, message_id: str | None = None, conversation_id: str | None = None,
@@ -338,21 +479,32 @@ class ChatService:
             if csat is not None:
                 row.csat = int(csat)
             if comment is not None and comment.strip():
-                row.comment = comment
+                row.comment = self._redactor.redact(comment)
             row.created_at = utcnow()
             session.commit()
             return row.id
 
-    def handoff(self, *, conversation_id: str, reason: str = "") -> str:
+    def handoff(self, *, conversation_id: str, reason: str = "",
+                priority: Priority | None = None) -> str:
         """Ask for a human: the conversation becomes handed_off; returns the Handoff id.
 
-        Asking again while a hand-over is pending returns the pending one.
+        Asking again while a hand-over is pending returns the pending one. ``priority`` None:
+        ``high`` when the conversation's customer was frustrated, else ``normal``.
         """
         if len(reason) > self.settings.max_message_chars:
             raise InvalidRequestError("reason is too long", field="reason")
+        if priority is not None and priority not in PRIORITIES:
+            raise InvalidRequestError(f"priority must be one of {', '.join(PRIORITIES)}",
+                                      field="priority")
         with self._writing() as connection:
+            if priority is None:
+                frustrated = connection.scalar(select(Conversation.frustrated)
+                                               .where(Conversation.id == conversation_id))
+                priority = "high" if frustrated else "normal"
             return self._open_handoff(
-                connection, conversation_id, reason.strip() or "customer asked for a human"
+                connection, conversation_id,
+                self._redactor.redact(reason.strip()) or "customer asked for a human",
+                priority,
             )
 
     def close(self, conversation_id: str) -> datetime:
@@ -383,7 +535,8 @@ class ChatService:
         return None if pending is None else str(pending)
 
     @staticmethod
-    def _open_handoff(connection: Connection, conversation_id: str, reason: str) -> str:
+    def _open_handoff(connection: Connection, conversation_id: str, reason: str,
+                      priority: Priority = "normal") -> str:
         changed = connection.execute(
             update(Conversation).where(Conversation.id == conversation_id)
             .values(status="handed_off")
@@ -392,11 +545,17 @@ class ChatService:
             raise NotFoundError(f"conversation {conversation_id} does not exist")
         pending = ChatService._pending_handoff(connection, conversation_id)
         if pending is not None:
+            if priority == "high":  # the customer grew frustrated while waiting: move it up
+                connection.execute(update(Handoff).where(Handoff.id == pending)
+                                   .values(priority="high"))
             return pending
         handoff_id = new_id()
         connection.execute(insert(Handoff), [dict(
             id=handoff_id, conversation_id=conversation_id, reason=reason,
-            requested_at=utcnow(), assigned_to=None, resolved_at=None)])
+            requested_at=utcnow(), assigned_to=None, resolved_at=None, priority=priority)])
+        # The inbox, the agents' streams and the handoff.created webhook hear of it on commit.
+        record(connection, conversation_id, "handoff_created",
+               {"handoff_id": handoff_id, "reason": reason, "priority": priority})
         return handoff_id
 
     # --- reading the log ---------------------------------------------------------------------
@@ -418,7 +577,8 @@ class ChatService:
         with self._sessions() as session:
             return session.scalars(
                 select(Conversation.id).where(
-                    Conversation.customer_ref == customer_ref, Conversation.channel == channel,
+                    Conversation.customer_ref == self._stored_ref(customer_ref),
+                    Conversation.channel == channel,
                     Conversation.status != "closed",
                 ).order_by(Conversation.started_at.desc()).limit(1)
             ).first()
@@ -453,11 +613,18 @@ class ChatService:
         """Stream the log: CSV (one row per message) or JSONL (one conversation per line)."""
         if fmt not in ("csv", "jsonl"):
             raise InvalidRequestError(f"format must be csv or jsonl, not {fmt!r}", field="format")
-        return export_lines(self._sessions, fmt, to_utc(since), to_utc(until))
+        return export_lines(self._sessions, fmt, to_utc(since), to_utc(until),
+                            redactor=self._redactor)
 
     def stats(self, since: datetime | None = None) -> Stats:
         with self._sessions() as session:
             return compute_stats(session, to_utc(since))
+
+    def stats_series(self, since: date | None = None, until: date | None = None) -> StatsSeries:
+        """Daily statistics (UTC days, inclusive; the last 30 days by default)."""
+        first, last = window(since, until)
+        with self._sessions() as session:
+            return daily_stats(session, first, last)
 
     # --- admin -------------------------------------------------------------------------------
     def start_reindex(self, full: bool = False) -> ReindexStatus:
@@ -469,6 +636,21 @@ class ChatService:
 
     def wait_reindex(self, timeout: float | None = None) -> ReindexStatus:
         return self._reindex.wait(timeout)
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        """Delete the conversation and every row of it in one transaction (NotFoundError if
+        there is none)."""
+        with self._writing() as connection:
+            if not delete_conversations(connection, [conversation_id]):
+                raise NotFoundError(f"conversation {conversation_id} does not exist")
+
+    def purge(self, older_than_days: float | None = None) -> int:
+        """Delete the conversations inactive for more than ``older_than_days`` (default:
+        CHATBOT_RETENTION_DAYS, where 0 deletes nothing); returns how many."""
+        days = self.settings.retention_days if older_than_days is None else older_than_days
+        if older_than_days is None and not days:
+            return 0
+        return purge(self._writing, days)
 
     def check_admin_token(self, token: str | None) -> bool:
         expected = self.settings.resolved_admin_token

@@ -14,11 +14,12 @@ view with ``Transcript.of(view)`` before it reaches a customer.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from chatbot.answering.citations import visible_sources
 from chatbot.types import Reply
 
 SNIPPET_CHARS = 240
@@ -53,9 +54,12 @@ class Source(_View):
 
 
 def sources(reply: Reply) -> list[Source]:
-    """The reply's cited hits as numbered sources with a short snippet of each answer."""
+    """The sources a customer is shown under a reply: its cited FAQ entries, numbered as the
+    reply's [n] citations (``chatbot.answering.citations``), each with a short snippet of its
+    answer. A past dialogue is never among them (a customer never sees another customer's
+    words); staff views keep every hit."""
     result = []
-    for n, hit in enumerate(reply.sources, start=1):
+    for n, hit in enumerate(visible_sources(reply.sources), start=1):
         doc = hit.document
         snippet = doc.answer if len(doc.answer) <= SNIPPET_CHARS else (
             doc.answer[: SNIPPET_CHARS - 1].rstrip() + "…"
@@ -89,6 +93,7 @@ class TranscriptMessage(_View):
     route: str | None
     confidence: float | None
     rating: str | None = None  # the latest thumbs up/down on this message (not an ORM column)
+    agent_name: str | None = None  # role agent: the support-team member who wrote it
 
 
 class MessageView(TranscriptMessage):
@@ -99,6 +104,11 @@ class MessageView(TranscriptMessage):
     index_version: str | None
     reason: str | None
     hits: tuple[HitView, ...]
+    # Signals of a customer message (null on bot and agent messages, or signals off).
+    sentiment: float | None = None
+    frustration: float | None = None
+    frustrated: bool | None = None
+    cues: str | None = None  # comma-separated cue names
 
 
 class HandoffView(_View):
@@ -107,6 +117,11 @@ class HandoffView(_View):
     requested_at: UtcDatetime
     assigned_to: str | None
     resolved_at: UtcDatetime | None
+    priority: str = "normal"  # "high" for a frustrated customer
+    # pending | claimed | resolved | handed_back (chatbot.conversations.agents); resolved_at is
+    # when it ended either way, assigned_to the agent who claimed it.
+    status: str = "pending"
+    claimed_at: UtcDatetime | None = None
 
 
 class FeedbackView(_View):
@@ -140,6 +155,10 @@ class ConversationView(Transcript):
 
     customer_ref: str | None
     language: str | None
+    # The roll-up of the customer messages' signals.
+    sentiment_avg: float | None = None
+    max_frustration: float | None = None
+    frustrated: bool = False
     messages: tuple[MessageView, ...]
     handoffs: tuple[HandoffView, ...]
     feedback: tuple[FeedbackView, ...]
@@ -157,6 +176,7 @@ class ConversationSummary(_View):
     message_count: int
     last_message_at: UtcDatetime | None
     preview: str  # the start of the first customer message
+    frustrated: bool = False  # a customer message in it was frustrated
 
 
 class Stats(_View):
@@ -175,4 +195,33 @@ class Stats(_View):
     thumbs_up_rate: float | None
     latency_p50_ms: float | None
     latency_p95_ms: float | None
+    # Over conversations with signals: the mean of each one's average customer sentiment, and
+    # the share with a frustrated customer message.
+    sentiment_avg: float | None = None
+    frustrated_rate: float | None = None
+    # Suggested questions: bot replies that offered some, customer messages sent by clicking
+    # one, and clicks over offers (the click-through rate).
+    suggestions_offered: int = 0
+    suggestion_clicks: int = 0
+    suggestion_click_rate: float | None = None
     since: datetime | None = None
+
+
+class StatsDay(_View):
+    """One day of the statistics time series (UTC days, by conversation start)."""
+
+    day: date
+    conversations: int
+    deflection_rate: float | None
+    handoff_rate: float | None
+    sentiment_avg: float | None
+    frustrated_rate: float | None
+
+
+class StatsSeries(_View):
+    """Daily statistics from ``since`` to ``until`` (both UTC days, inclusive); every day is
+    present, with zero conversations and null rates when nothing happened."""
+
+    since: date
+    until: date
+    days: tuple[StatsDay, ...]

@@ -167,8 +167,10 @@ def answer_row(pipeline: Any, row: DemoRow, *, generate: bool) -> Outcome:
     else:
         # The same calls, in the same order, as Pipeline.stream before it would generate.
         text = pipeline.check_question(row.message)
+        signals = pipeline.read_signals(text, row.history)
         hits = tuple(pipeline.retriever.search(text, row.history))
-        decision = pipeline.policy.decide(text, hits, row.history, pipeline.thresholds())
+        decision = pipeline.policy.decide(text, hits, row.history, pipeline.thresholds(),
+                                          signals)
         route, sources, confidence = decision.route, decision.sources, decision.confidence
     if route not in ANSWERED:
         sources = ()

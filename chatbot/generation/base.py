@@ -8,6 +8,7 @@ picks one from the settings.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -53,11 +54,16 @@ class GenerationStream(Iterator[str]):
         return next(self._source)
 
     def cancel(self) -> None:
-        """Stop generating (the caller has what it needs); frees the model for the next one."""
+        """Stop generating (the caller has what it needs); frees the model for the next one.
+        Returns once the generation has stopped: a backend's worker thread is joined and an
+        HTTP response closed when its iterator is closed, so nothing outlives the stream."""
         self.cancelled.set()
         close = getattr(self._source, "close", None)
         if close is not None:
-            close()
+            # ValueError: it is being iterated in another thread; the backend sees the event
+            # and stops, and that thread's iteration ends (and joins) by itself.
+            with contextlib.suppress(ValueError):
+                close()
 
 
 class Generator(Protocol):

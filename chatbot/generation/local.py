@@ -39,6 +39,10 @@ DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 ADAPTERS_DIR = Path(__file__).resolve().parent / "adapters"
 DEFAULT_ADAPTER = ADAPTERS_DIR / "smollm2-pinecrest"
+GENERATION_THREAD = "chatbot-generate"  # the name of each streaming generation's thread
+# A cancelled generation stops at its next token (a forward pass: milliseconds on the default
+# model, a prompt's prefill at worst); the wait is bounded so a stuck model cannot hang a caller.
+JOIN_TIMEOUT_S = 30.0
 
 # --- prompt rendering ---------------------------------------------------------------------
 
@@ -267,7 +271,10 @@ class TransformersGenerator:
         if streamer is not None:
             kwargs["streamer"] = streamer
         n_prompt = int(inputs["input_ids"].shape[1])
-        with self._lock:
+        if not self._acquire(cancelled):  # cancelled while waiting for the model: no work
+            return timed_result("", 0, n_prompt, time.perf_counter(), None, time.perf_counter(),
+                                self.name, "cancelled")
+        try:
             torch.manual_seed(self.settings.seed)  # same seed, same prompt: same answer
             t0 = time.perf_counter()
             try:
@@ -276,6 +283,8 @@ class TransformersGenerator:
             except (RuntimeError, ValueError, IndexError) as error:
                 raise GenerationError(f"generation failed: {error}") from error
             t_end = time.perf_counter()
+        finally:
+            self._lock.release()
         new = out[0, n_prompt:].tolist()
         finish = "stop" if new and new[-1] in self._stop_ids else "length"
         if finish == "length" and cancelled is not None and cancelled.is_set():
@@ -285,6 +294,19 @@ class TransformersGenerator:
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return timed_result(text, len(new) + (finish == "stop"), n_prompt, t0,
                        times[0] if times else None, t_end, self.name, finish)
+
+    def _acquire(self, cancelled: threading.Event | None) -> bool:
+        """Take the model lock; give up (False) as soon as the stream is cancelled, so a
+        cancelled request queued behind another answer never runs."""
+        while not self._lock.acquire(timeout=0.05):
+            if cancelled is not None and cancelled.is_set():
+                return False
+        return True
+
+    def warm_up(self) -> None:
+        """Load the model and generate one token, so the first answer pays for neither."""
+        self.load()
+        self.generate("Hello", max_new_tokens=1)
 
     def generate(self, prompt: Prompt, max_new_tokens: int | None = None) -> GenerationResult:
         self.load()
@@ -306,15 +328,29 @@ class TransformersGenerator:
                 box["result"] = self._run(inputs, n, streamer, stream.cancelled)
             except BaseException as error:  # handed to the consuming thread below
                 box["error"] = error
-                streamer.end()  # unblock the consumer
+            finally:
+                streamer.end()  # unblock the consumer (after generate's own end: harmless)
 
         def deltas() -> Iterator[str]:
-            thread = threading.Thread(target=work, name="generate", daemon=True)
+            thread = threading.Thread(target=work, name=GENERATION_THREAD, daemon=True)
             thread.start()
-            for piece in streamer:
-                if piece:
-                    yield piece
-            thread.join()
+            finished = False
+            try:
+                for piece in streamer:
+                    if piece:
+                        yield piece
+                finished = True
+            finally:
+                # Closed early (gate cut, client gone, cancel()): the stopping criterion sees
+                # the event at the next token and the thread ends. Wait for it either way, so
+                # no generation outlives its stream (one still running at interpreter exit
+                # aborts the process in torch's C++ threads: "terminate called ...").
+                if not finished:
+                    stream.cancelled.set()
+                thread.join(JOIN_TIMEOUT_S)
+                if thread.is_alive():
+                    log.warning("generation thread still running %.0f s after its stream "
+                                "ended", JOIN_TIMEOUT_S)
             if "error" in box:
                 error = box["error"]
                 raise error if isinstance(error, GenerationError) else GenerationError(

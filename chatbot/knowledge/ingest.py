@@ -11,7 +11,11 @@ Formats (see README "Data formats"):
 
 Other CSV layouts are imported through a column mapping (``ColumnMap``), from a sidecar file
 ``<name>.columns.json`` next to the CSV or passed in code. Every problem raises ``IngestError``
-naming the file, the line and the fix; nothing is half-loaded.
+naming the file, the line and the fix; nothing is half-loaded, and no input makes it raise
+anything else (tests/knowledge/test_ingest_fuzz.py). Text may not hold control characters (tab
+and line breaks aside) or lone surrogates, raw in the file or spelled as a JSON or YAML escape:
+``CONTROL_CHARACTERS`` is the one definition, shared with the API's input rule
+(``chatbot.answering.inputs``). JSONL lines are counted at line feeds only, as editors count.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +39,17 @@ ALT_SEPARATOR = " | "
 # Dialogue documents carry this many earlier turns as context (for prompts and fine-tuning).
 DIALOGUE_CONTEXT_TURNS = 4
 SKIPPED_NAMES = {"readme.md", "training.md"}
+# Characters no text we store may contain (knowledge files and customer input alike; the web
+# edge uses the same rule through chatbot.answering.inputs): the C0 controls except tab, line
+# feed and carriage return, DEL, the C1 controls, and lone surrogates (JSON and YAML can spell
+# them as escapes, but they are not characters and cannot be encoded for a file or database).
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def first_control_character(text: str) -> int | None:
+    """The position of the first rejected control character in ``text``, or None."""
+    found = CONTROL_CHARACTERS.search(text)
+    return None if found is None else found.start()
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,8 @@ class ColumnMap:
         if not isinstance(raw, dict):
             raise IngestError(str(path), None, "a column mapping must be a JSON object")
         ignore = raw.pop("ignore", [])
+        if not isinstance(ignore, list):
+            raise IngestError(str(path), None, "'ignore' must be a list of column names")
         unknown = set(raw) - set(FAQ_FIELDS)
         if unknown:
             raise IngestError(
@@ -65,7 +83,7 @@ class ColumnMap:
                 f"unknown field(s) {sorted(unknown)} in column mapping",
                 f"map only {', '.join(FAQ_FIELDS)} and list skipped columns under 'ignore'",
             )
-        return cls(columns={k: str(v) for k, v in raw.items()}, ignore=tuple(ignore))
+        return cls(columns={k: str(v) for k, v in raw.items()}, ignore=tuple(map(str, ignore)))
 
 
 def load_knowledge_base(path: Path, *, column_map: ColumnMap | None = None) -> list[Document]:
@@ -104,13 +122,42 @@ def load_file(path: Path, *, column_map: ColumnMap | None = None) -> list[Docume
 def _read_text(path: Path) -> str:
     data = path.read_bytes()
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise IngestError(
             str(path), line, f"not valid UTF-8 (byte 0x{data[error.start]:02x})",
             "save the file as UTF-8",
         ) from error
+    position = first_control_character(text)
+    if position is not None:
+        raise IngestError(str(path), text.count("\n", 0, position) + 1,
+                          _control_problem(text[position]), _CONTROL_FIX)
+    return text
+
+
+_CONTROL_FIX = "remove it; tabs and line breaks are fine"
+
+
+def _control_problem(character: str) -> str:
+    return f"control character U+{ord(character):04X} in the text"
+
+
+def _lines(text: str) -> list[str]:
+    """The file's lines as an editor numbers them: split at line feeds only (``splitlines``
+    would also split at U+2028 and U+2029, which JSON strings may hold as they are)."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _clean(value: Any, path: Path, line: int, field: str) -> str:
+    """A record's field as stripped text; control characters (which JSON and YAML can spell as
+    escapes, so the file itself may be clean) are an error naming the field."""
+    text = str(value).strip() if value is not None else ""
+    position = first_control_character(text)
+    if position is not None:
+        raise IngestError(str(path), line, f"{field}: {_control_problem(text[position])}",
+                          _CONTROL_FIX)
+    return text
 
 
 def _split_alternatives(value: Any, path: Path, line: int) -> tuple[str, ...]:
@@ -122,20 +169,21 @@ def _split_alternatives(value: Any, path: Path, line: int) -> tuple[str, ...]:
         parts = value
     else:
         raise IngestError(str(path), line, "alternatives must be a list or a '|'-separated string")
-    return tuple(dict.fromkeys(str(p).strip() for p in parts if str(p).strip()))
+    cleaned = (_clean(p, path, line, "alternatives") for p in parts)
+    return tuple(dict.fromkeys(p for p in cleaned if p))
 
 
 def _faq_document(
     record: Mapping[str, Any], path: Path, line: int, default_id: str
 ) -> Document:
-    question = str(record.get("question") or "").strip()
-    answer = str(record.get("answer") or "").strip()
+    question = _clean(record.get("question") or "", path, line, "question")
+    answer = _clean(record.get("answer") or "", path, line, "answer")
     if not question:
         raise IngestError(str(path), line, "missing question", "every FAQ needs a question")
     if not answer:
         raise IngestError(str(path), line, "missing answer", "every FAQ needs an approved answer")
-    record_id = str(record.get("id") or "").strip() or default_id
-    category = str(record.get("category") or "").strip()
+    record_id = _clean(record.get("id") or "", path, line, "id") or default_id
+    category = _clean(record.get("category") or "", path, line, "category")
     alternatives = tuple(
         a for a in _split_alternatives(record.get("alternatives"), path, line) if a != question
     )
@@ -151,9 +199,8 @@ def _faq_document(
 
 def _read_faq_csv(path: Path, mapping: ColumnMap | None) -> Iterator[Document]:
     reader = csv.reader(io.StringIO(_read_text(path), newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
+    header = next(_csv_rows(reader, path), None)
+    if header is None:
         return
     header = [h.strip() for h in header]
     columns = dict(mapping.columns) if mapping else {f: f for f in FAQ_FIELDS}
@@ -170,7 +217,7 @@ def _read_faq_csv(path: Path, mapping: ColumnMap | None) -> Iterator[Document]:
         if columns.get(needed) not in header:
             raise IngestError(str(path), 1, f"no column for '{needed}'", "add it or map it")
     line = reader.line_num + 1
-    for row in reader:
+    for row in _csv_rows(reader, path):
         start, line = line, reader.line_num + 1
         if not any(cell.strip() for cell in row):
             continue
@@ -183,14 +230,30 @@ def _read_faq_csv(path: Path, mapping: ColumnMap | None) -> Iterator[Document]:
         yield _faq_document(record, path, start, default_id=f"{path.stem}-{start}")
 
 
+def _csv_rows(reader: Any, path: Path) -> Iterator[list[str]]:
+    """The reader's rows; the csv module's own errors (a field past its size limit) become an
+    IngestError at the line where the reader stopped."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise IngestError(str(path), reader.line_num or 1, f"unreadable CSV: {error}",
+                              "check the quoting of that row") from error
+        yield row
+
+
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, raw in enumerate(_read_text(path).splitlines(), start=1):
+    for number, raw in enumerate(_lines(_read_text(path)), start=1):
         if not raw.strip():
             continue
         try:
             value = json.loads(raw)
         except json.JSONDecodeError as error:
             raise IngestError(str(path), number, f"invalid JSON: {error.msg}") from error
+        except (ValueError, RecursionError) as error:  # a 5000-digit number, deep nesting
+            raise IngestError(str(path), number, f"unreadable JSON: {error}") from error
         if not isinstance(value, dict):
             raise IngestError(str(path), number, "each line must be a JSON object")
         yield number, value
@@ -201,15 +264,14 @@ def _read_faq_jsonl(path: Path) -> Iterator[Document]:
         unknown = set(record) - set(FAQ_FIELDS)
         if unknown:
             raise IngestError(
-                str(path), number, f"unknown field(s) {sorted(unknown)}",
+                str(path), number, f"unknown field(s) {sorted(map(repr, unknown))}",
                 f"FAQ JSONL fields are {', '.join(FAQ_FIELDS)}",
             )
         yield _faq_document(record, path, number, default_id=f"{path.stem}-{number}")
 
 
 def _read_faq_markdown(path: Path) -> Document:
-    text = _read_text(path)
-    lines = text.splitlines()
+    lines = _lines(_read_text(path))
     if not lines or lines[0].strip() != "---":
         raise IngestError(str(path), 1, "no front matter", "start the file with a '---' block")
     try:
@@ -218,27 +280,29 @@ def _read_faq_markdown(path: Path) -> Document:
         raise IngestError(str(path), 1, "front matter is not closed", "add a '---' line") from None
     try:
         meta = yaml.safe_load("\n".join(lines[1:end])) or {}
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, ValueError, RecursionError) as error:
         raise IngestError(str(path), 2, f"invalid YAML front matter: {error}") from error
     if not isinstance(meta, dict):
         raise IngestError(str(path), 2, "front matter must be a mapping")
-    unknown = set(meta) - set(FAQ_FIELDS)
+    unknown = [key for key in meta if key not in FAQ_FIELDS]  # keys may be numbers or dates
     if unknown:
-        raise IngestError(str(path), 2, f"unknown front matter key(s) {sorted(unknown)}")
+        raise IngestError(str(path), 2,
+                          f"unknown front matter key(s) {sorted(map(repr, unknown))}")
     record = {**meta, "answer": "\n".join(lines[end + 1 :]).strip()}
     return _faq_document(record, path, end + 2, default_id=path.stem)
 
 
 def _read_dialogues(path: Path) -> Iterator[Document]:
     for number, record in _json_lines(path):
-        dialogue_id = str(record.get("id") or f"{path.stem}-{number}")
+        dialogue_id = _clean(record.get("id") or "", path, number, "id") or f"{path.stem}-{number}"
         raw_turns = record.get("turns")
         if not isinstance(raw_turns, list) or not raw_turns:
             raise IngestError(str(path), number, "dialogue has no 'turns' list")
         turns: list[Turn] = []
         for position, turn in enumerate(raw_turns):
             role = turn.get("role") if isinstance(turn, dict) else None
-            text = str(turn.get("text") or "").strip() if isinstance(turn, dict) else ""
+            text = (_clean(turn.get("text") or "", path, number, f"turn {position}")
+                    if isinstance(turn, dict) else "")
             if role not in ("customer", "agent"):
                 raise IngestError(
                     str(path), number, f"turn {position}: role must be 'customer' or 'agent'"
@@ -246,8 +310,8 @@ def _read_dialogues(path: Path) -> Iterator[Document]:
             if not text:
                 raise IngestError(str(path), number, f"turn {position}: empty text")
             turns.append(Turn(role=role, text=text))
-        topic = str(record.get("topic") or "")
-        outcome = record.get("outcome")
+        topic = _clean(record.get("topic") or "", path, number, "topic")
+        outcome = _clean(record.get("outcome") or "", path, number, "outcome")
         for i in range(len(turns) - 1):
             if turns[i].role != "customer" or turns[i + 1].role != "agent":
                 continue

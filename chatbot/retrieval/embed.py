@@ -141,6 +141,11 @@ class Embedder:
         return self._model  # type: ignore[no-any-return]
 
     @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory (what /health's readiness checks)."""
+        return self._model is not None
+
+    @property
     def encoder(self) -> TextEncoder:
         """The loaded backend."""
         return self._load()

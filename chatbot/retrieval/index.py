@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from chatbot.config import Settings
-from chatbot.errors import IndexNotReadyError
+from chatbot.errors import IndexNotReadyError, IngestError
 from chatbot.knowledge.ingest import load_knowledge_base
 from chatbot.retrieval.embed import Embedder
 from chatbot.retrieval.text import keyword_stemmer, keyword_tokens
@@ -242,6 +242,8 @@ def write_thresholds(settings: Settings, thresholds: dict[str, Any]) -> Path:
 
 @contextmanager
 def _build_lock(settings: Settings) -> Iterator[None]:
+    """One build at a time, across processes. An flock, not a PID file: the kernel drops it
+    when its holder dies (even by SIGKILL), so a killed build never blocks the next one."""
     root = settings.resolved_index_dir
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".lock").open("w") as handle:
@@ -250,6 +252,59 @@ def _build_lock(settings: Settings) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Delete what a killed build left behind (its temporary folder, a half-written pointer).
+    Call it holding the build lock: then no other build is writing them."""
+    for leftover in root.glob(".tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in root.glob(".ACTIVE.*"):
+        leftover.unlink(missing_ok=True)
+
+
+# --- knowledge from outside the files -------------------------------------------------------
+def with_additions(
+    documents: Sequence[Document],
+    extra_documents: Sequence[Document] = (),
+    extra_phrasings: Mapping[str, Sequence[str]] | None = None,
+) -> list[Document]:
+    """The knowledge base's documents plus ``extra_documents``, with ``extra_phrasings``
+    (record id -> more ways to ask it) added as alternatives of those records. A document that
+    gains phrasings gets a new content hash, so an incremental re-index embeds just those;
+    phrasings of a record that no longer exists are skipped (logged). An extra document may
+    not reuse a record id of the files: that would hide which answer is served."""
+    combined = list(documents)
+    known = {d.record_id for d in combined}
+    for extra in extra_documents:
+        if extra.record_id in known:
+            raise IngestError(extra.source or "extra documents", None,
+                              f"record id {extra.record_id} is defined twice",
+                              "rename the knowledge base's entry (ids like sug-N are reserved "
+                              "for approved suggestions)")
+        known.add(extra.record_id)
+        combined.append(extra)
+    for record_id, phrasings in (extra_phrasings or {}).items():
+        row = next((i for i, d in enumerate(combined) if d.record_id == record_id), None)
+        if row is None:
+            log.warning("extra phrasings for %s skipped: no such record", record_id)
+            continue
+        document = combined[row]
+        seen = {p.casefold().strip() for p in document.phrasings}
+        added = []
+        for phrasing in phrasings:
+            key = phrasing.casefold().strip()
+            if key and key not in seen:
+                seen.add(key)
+                added.append(phrasing.strip())
+        if added:
+            alternatives = (*document.alternatives, *added)
+            combined[row] = dataclasses.replace(
+                document, alternatives=alternatives, id=Document.content_hash(
+                    kind=document.kind, question=document.question, answer=document.answer,
+                    category=document.category, alternatives=alternatives,
+                    context=document.context, record_id=document.record_id))
+    return combined
 
 
 # --- re-index -------------------------------------------------------------------------------
@@ -284,14 +339,19 @@ def reindex(
     full: bool = False,
     progress: bool | ProgressCallback = True,
     embedder: Embedder | None = None,
+    extra_documents: Sequence[Document] = (),
+    extra_phrasings: Mapping[str, Sequence[str]] | None = None,
 ) -> ReindexReport:
     """Re-read the knowledge base and publish a new index version when anything changed.
 
     Ingest errors propagate before anything is written, so bad data never replaces the
-    serving index. With ``full`` every phrasing is re-embedded.
+    serving index. With ``full`` every phrasing is re-embedded. ``extra_documents`` and
+    ``extra_phrasings`` are knowledge from outside the files (the approved suggestions of
+    ``chatbot.learning``), combined by ``with_additions``.
     """
     started = time.perf_counter()
-    documents = load_knowledge_base(settings.knowledge_base)
+    documents = with_additions(load_knowledge_base(settings.knowledge_base), extra_documents,
+                               extra_phrasings)
     if not documents:
         raise IndexNotReadyError(f"no documents found in {settings.knowledge_base}")
     model_name = (embedder.model_name if embedder else None) or (
@@ -299,6 +359,7 @@ def reindex(
     )
     root = settings.resolved_index_dir
     with _build_lock(settings):
+        _remove_leftovers(root)
         previous: IndexData | None = None
         current = active_version(settings)
         if current is not None:

@@ -132,9 +132,10 @@ def ensure_export(location: str, target: Path) -> Path:
     if _matches(target, fingerprint):
         _KNOWN_EXPORTS[fingerprint] = target
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
         known = _KNOWN_EXPORTS.get(fingerprint)
         if known is not None and _matches(known, fingerprint):
             for path in known.iterdir():
@@ -144,8 +145,13 @@ def ensure_export(location: str, target: Path) -> Path:
             log.info("exporting embedder %s to ONNX in %s (once; a few seconds)", location, target)
             _export(source, tmp, fingerprint)
         _publish(tmp, target, fingerprint)
+    except OSError as error:
+        raise ModelError(f"cannot write the ONNX export to {target}: {error}. Make "
+                         "CHATBOT_VAR_DIR writable, or set CHATBOT_EMBEDDING_BACKEND=torch"
+                         ) from error
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already when it was renamed into place
+        if tmp is not None:  # gone already when it was renamed into place
+            shutil.rmtree(tmp, ignore_errors=True)
     _KNOWN_EXPORTS[fingerprint] = target
     return target
 

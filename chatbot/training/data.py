@@ -6,7 +6,9 @@
   (the gate the server applies, so the model learns to say only what the sources support). For
   each FAQ phrasing, the retrieved sources and the phrasing; the target is the FAQ answer citing
   its source as [n], or the honest fallback when retrieval missed it. Extra pairs (Bitext) are
-  treated like FAQs whose own row is excluded from the sources.
+  treated like FAQs whose own row is excluded from the sources. Dialogue text is redacted
+  first (card numbers, emails, phone numbers, ``CHATBOT_REDACT_PATTERNS``; always, whatever
+  ``CHATBOT_STORE_VERBATIM`` says), so no past customer's details are trained into the model.
 - ``encode``/``batches``: the prompt the server sends (``chatbot.answering.prompt``), with the loss
   on the
   answer tokens only, in length-sorted right-padded batches.
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections import defaultdict
@@ -24,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from chatbot.answering import prompt
+from chatbot.answering.privacy import Redactor
 from chatbot.config import Settings
 from chatbot.generation.local import render
 from chatbot.types import Document, Hit
@@ -42,6 +46,17 @@ class Example:
 
 def _dialogue_id(document: Document) -> str:
     return document.record_id.split("#", 1)[0]
+
+
+def _redacted(document: Document, redactor: Redactor) -> Document:
+    """A past dialogue turn with its customer's turn, the agent's reply and the earlier turns
+    redacted: a model trained on a card number, an email or a phone number can repeat it to
+    anyone (the dialogue sources in the prompt are redacted by ``prompt.format_source``)."""
+    return dataclasses.replace(
+        document, question=redactor.redact(document.question),
+        answer=redactor.redact(document.answer),
+        context=tuple(dataclasses.replace(t, text=redactor.redact(t.text))
+                      for t in document.context))
 
 
 def _supported_prefix(answer: str, sources: Sequence[Hit], threshold: float, question: str) -> str:
@@ -75,11 +90,13 @@ def build_examples(documents: Sequence[Document], retriever: Any, settings: Sett
     from chatbot.answering.policy import Thresholds
 
     support = Thresholds.from_manifest(getattr(retriever, "manifest", None)).support
+    redactor = Redactor.from_settings(settings, verbatim=False)
     k = prompt.MAX_SOURCES
     counts: dict[str, int] = defaultdict(int)
     examples: list[Example] = []
     for doc in tqdm(documents, desc="building examples", disable=not progress, leave=False):
         if doc.kind == "dialogue":
+            doc = _redacted(doc, redactor)
             group = _dialogue_id(doc)
             pool = retriever.search(doc.question, doc.context, k=k + 12)
             sources = [h for h in pool if not h.document.record_id.startswith(group + "#")][:k]

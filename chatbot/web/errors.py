@@ -15,14 +15,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatbot.conversations.engine import unavailable
 from chatbot.errors import (
     ChatbotError,
     ConfigError,
     ConflictError,
+    DatabaseUnavailableError,
     GenerationError,
     IndexNotReadyError,
     InvalidRequestError,
@@ -37,6 +40,7 @@ log = logging.getLogger("chatbot.web.app")
 STATUS_OF: tuple[tuple[type[ChatbotError], int], ...] = (
     (InvalidRequestError, 422), (NotFoundError, 404), (ConflictError, 409),
     (IndexNotReadyError, 503), (ModelError, 503), (GenerationError, 502), (ConfigError, 500),
+    (DatabaseUnavailableError, 503),
 )
 INTERNAL = "internal error; the details are in the server log"
 
@@ -96,15 +100,22 @@ def describe_validation(errors: list[Any]) -> tuple[str, str | None]:
     return "; ".join(parts) or "invalid request", first
 
 
+def error_response(path: str, message: str, status: int,
+                   field: str | None = None) -> JSONResponse:
+    """The error body for a request to ``path``: ``{"error", "field"}``, or OpenAI's shape
+    under /v1/ (also what the input guard middleware answers with, before any route runs)."""
+    if path.startswith("/v1/"):  # OpenAI-shaped errors for OpenAI clients
+        status = 400 if status == 422 else status  # OpenAI answers bad input with 400
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return JSONResponse({"error": {"message": message, "type": kind, "param": field,
+                                       "code": status}}, status_code=status)
+    return JSONResponse(ErrorOut(error=message, field=field).model_dump(exclude_none=True),
+                        status_code=status)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     def body(request: Request, message: str, status: int, field: str | None = None) -> JSONResponse:
-        if request.url.path.startswith("/v1/"):  # OpenAI-shaped errors for OpenAI clients
-            status = 400 if status == 422 else status  # OpenAI answers bad input with 400
-            kind = "invalid_request_error" if status < 500 else "server_error"
-            return JSONResponse({"error": {"message": message, "type": kind, "param": field,
-                                           "code": status}}, status_code=status)
-        return JSONResponse(ErrorOut(error=message, field=field).model_dump(exclude_none=True),
-                            status_code=status)
+        return error_response(request.url.path, message, status, field)
 
     @app.exception_handler(ChatbotError)
     async def chatbot_error(request: Request, error: ChatbotError) -> JSONResponse:
@@ -112,6 +123,19 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500:
             log.error("request failed: %s", error, exc_info=error)
         return body(request, str(error), status, getattr(error, "field", None))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, error: SQLAlchemyError) -> JSONResponse:
+        # The database went away (restart, network): a clear, retryable 503, not a bare 500.
+        outage = unavailable(error)
+        if outage is None:
+            log.error("unexpected database error on %s", request.url.path, exc_info=error)
+            return body(request, INTERNAL, 500)
+        log.warning("database unavailable on %s: %s", request.url.path,
+                    str(error).strip().splitlines()[0])
+        response = body(request, str(outage), 503)
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

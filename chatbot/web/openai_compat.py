@@ -6,10 +6,12 @@ request is one logged round trip through ``ChatService`` on the ``api`` channel:
 ``user`` field the requests of that user continue one conversation, without it each request
 opens its own. Responses follow OpenAI's shapes (``chat.completion`` and, when streaming,
 ``chat.completion.chunk`` events ending in ``data: [DONE]``); the bot's own fields (route,
-confidence, sources, conversation id) ride along under an extra ``chatbot`` key. Token usage is
+confidence, sources, conversation id, the customer message's signals) ride along under an
+extra ``chatbot`` key. Token usage is
 not reported: the FAQ route produces no tokens to count. Bad input is a 400 in OpenAI's error
 shape (``chatbot.web.errors``): a last message that is not the user's, or one without text or
-too long (the service's one message check). Streams are sse-starlette responses
+too long (the service's one message check), more than ``max_request_messages`` messages or any
+of them longer than a customer message may be. Streams are sse-starlette responses
 (``chatbot.web.sse``); the route is rate-limited like /api/v1/chat.
 """
 
@@ -25,10 +27,13 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 from sse_starlette import ServerSentEvent
 
+from chatbot.answering.inputs import check_text
+from chatbot.config import Settings
 from chatbot.conversations.service import ChatResult, ChatService, ChatStream, sources
 from chatbot.errors import ChatbotError, InvalidRequestError
 from chatbot.types import Turn
-from chatbot.web.deps import Service, rate_limit
+from chatbot.web.deps import AppSettings, Service, rate_limit
+from chatbot.web.schemas import SignalsOut
 from chatbot.web.sse import ThreadedStream, event, event_source
 
 log = logging.getLogger(__name__)
@@ -39,7 +44,7 @@ router = APIRouter(tags=["openai-compatible"])
 
 
 class ContentPart(BaseModel):
-    type: str = "text"
+    type: str = Field("text", max_length=50)
     text: str | None = None
 
 
@@ -54,13 +59,28 @@ class ChatMessage(BaseModel):
 
 
 class CompletionRequest(BaseModel):
-    model: str = Field(DEFAULT_MODEL, description="Echoed back; the server's model answers.")
-    messages: list[ChatMessage] = Field(min_length=1)
+    model: str = Field(DEFAULT_MODEL, max_length=200,
+                       description="Echoed back; the server's model answers.")
+    messages: list[ChatMessage] = Field(
+        min_length=1, description="The conversation so far and, last, the user's question: at "
+        "most the server's max_request_messages (50 by default), each at most "
+        "max_message_chars characters (4000).")
     stream: bool = False
     user: str | None = Field(
         None, max_length=200, description="Continues this user's conversation."
     )
     # temperature, max_tokens, etc. are accepted and ignored (extra fields are allowed).
+
+
+def _check_sizes(messages: list[ChatMessage], settings: Settings) -> None:
+    """At most ``max_request_messages`` messages, each no longer than a customer message may
+    be (control characters never get this far: ``chatbot.web.guard``)."""
+    if len(messages) > settings.max_request_messages:
+        raise InvalidRequestError(
+            f"{len(messages)} messages, more than the {settings.max_request_messages} allowed: "
+            "send only the recent part of the conversation", field="messages")
+    for number, message in enumerate(messages):
+        check_text(message.text(), settings.max_message_chars, field=f"messages.{number}.content")
 
 
 def _question_and_history(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
@@ -77,10 +97,12 @@ def _question_and_history(messages: list[ChatMessage]) -> tuple[str, list[Turn]]
 
 def _extension(result: ChatResult) -> dict[str, Any]:
     reply = result.reply
+    signals = SignalsOut.of(result.signals)
     return {
         "conversation_id": result.conversation_id, "message_id": result.message_id,
         "route": getattr(reply.route, "value", str(reply.route)), "confidence": reply.confidence,
         "handoff": result.handoff, "sources": [s.model_dump() for s in sources(reply)],
+        "signals": None if signals is None else signals.model_dump(),
     }
 
 
@@ -96,8 +118,9 @@ def _conversation_for(service: ChatService, user: str | None) -> str | None:
 
 
 @router.post("/chat/completions", dependencies=[Depends(rate_limit)])
-def chat_completions(body: CompletionRequest, service: Service) -> Any:
+def chat_completions(body: CompletionRequest, service: Service, settings: AppSettings) -> Any:
     """OpenAI Chat Completions, streaming (SSE) or not."""
+    _check_sizes(body.messages, settings)
     question, history = _question_and_history(body.messages)
     conversation_id = _conversation_for(service, body.user)
     created = int(time.time())

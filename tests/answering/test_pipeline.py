@@ -126,8 +126,11 @@ def test_too_long_question_is_rejected(settings: Settings) -> None:
 
 
 def test_lifecycle_delegates_to_the_retriever(settings: Settings) -> None:
-    pipeline, retriever, _ = _pipeline(settings)
-    assert pipeline.ready() and pipeline.index_version == "v-test"
+    pipeline, retriever, generator = _pipeline(settings)
+    # Ready only once the generator is loaded too: the warm-up loads it, the check does not.
+    assert not pipeline.ready() and pipeline.not_ready() == ["generator"]
+    pipeline.warm_up()
+    assert generator.loaded and pipeline.ready() and pipeline.index_version == "v-test"
     pipeline.reload()
     assert retriever.reloads == 1
     assert pipeline.thresholds().source == "test"
@@ -154,6 +157,8 @@ def test_real_index_answers_an_faq_verbatim(settings: Settings) -> None:
 
     reindex(settings, progress=False)
     pipeline = build_pipeline(settings, generator=StandInGenerator("unused"))
+    assert pipeline.not_ready() == ["embedder", "generator"]  # the index loads on the check
+    pipeline.warm_up()
     assert pipeline.ready()
     reply = pipeline.answer("How do I reset my password?")
     assert reply.route == Route.FAQ

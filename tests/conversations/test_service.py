@@ -22,7 +22,7 @@ from chatbot.conversations.models import Handoff, Message, RetrievalHit
 from chatbot.conversations.service import ChatResult, ChatService
 from chatbot.conversations.views import Transcript, TranscriptMessage
 from chatbot.errors import GenerationError, InvalidRequestError, NotFoundError
-from chatbot.types import Reply, Turn
+from chatbot.types import Reply, Signals, Turn
 
 
 @pytest.fixture
@@ -44,7 +44,8 @@ class CrashingPipeline(StandInPipeline):
         self.engine = engine
         self.seen_in_db: list[str] = []
 
-    def answer(self, question: str, history: Sequence[Turn] = ()) -> Reply:
+    def answer(self, question: str, history: Sequence[Turn] = (),
+               signals: Signals | None = None) -> Reply:
         with make_sessionmaker(self.engine)() as session:  # a separate connection
             self.seen_in_db += list(session.scalars(select(Message.text)))
         raise RuntimeError("model crashed")
@@ -113,7 +114,8 @@ def test_stream_yields_deltas_then_result_and_logs_it(
 def test_stream_without_a_final_reply_is_an_error(settings: Settings,
                                                   migrated_engine: Engine) -> None:  # noqa: F811
     class NoReply(StandInPipeline):
-        def stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[str | Reply]:
+        def stream(self, question: str, history: Sequence[Turn] = (),
+                   signals: Signals | None = None) -> Iterator[str | Reply]:
             yield "partial"
 
     service = ChatService(settings, NoReply(), migrated_engine)

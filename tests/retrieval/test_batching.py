@@ -110,9 +110,11 @@ def test_close_finishes_queued_work_and_leaves_no_thread() -> None:
     encoder = SlowEncoder(delay_s=0.02)
     batcher = BatchingEncoder(encoder, window_ms=0, max_batch=1)
     futures = [batcher.submit([f"q{i}"]) for i in range(3)]
+    worker = batcher._thread
+    assert worker is not None and worker.is_alive()
     batcher.close()
     assert all(f.done() for f in futures) and not batcher.running
-    assert not [t for t in threading.enumerate() if t.name == "embedder-batcher"]
+    assert not worker.is_alive() and worker not in threading.enumerate()
     with pytest.raises(ModelError, match="closed"):
         batcher.encode("late")
     batcher.close()  # idempotent
@@ -165,9 +167,11 @@ def test_embedder_batches_concurrent_queries_with_identical_vectors(embedder: Em
         thread.start()
     for thread in pool:
         thread.join()
+    batcher = concurrent._batcher
+    worker = batcher._thread if batcher is not None else None
     concurrent.close()
-    assert len(counting.calls) < len(texts)
+    assert len(results) == len(texts) and len(counting.calls) < len(texts)
     alone = embedder.encode(texts, batch_size=1)
     for i, text in enumerate(texts):
         assert float(results[text] @ alone[i]) > 0.9999
-    assert not [t for t in threading.enumerate() if t.name == "embedder-batcher"]
+    assert worker is not None and not worker.is_alive() and concurrent._batcher is None

@@ -131,3 +131,12 @@ def test_int8_is_opt_in_with_its_own_model_name(onnx_var: Path) -> None:
 def test_threads_come_from_settings() -> None:
     assert _onnx_settings(Path("var")).resolved_embedding_threads == 1  # torch_threads=1
     assert _onnx_settings(Path("var"), embedding_threads=3).resolved_embedding_threads == 3
+
+
+def test_an_unwritable_var_dir_raises_model_error(tmp_path: Path) -> None:
+    from chatbot.retrieval.embed import default_embedder_path
+
+    blocker = tmp_path / "models"
+    blocker.write_text("a file where the models folder should be")
+    with pytest.raises(ModelError, match="CHATBOT_VAR_DIR writable"):
+        ensure_export(str(default_embedder_path()), blocker / "all-MiniLM-L6-v2-onnx")

@@ -1,4 +1,5 @@
-"""A real uvicorn server for the web tests that need a socket (the OpenAI SDK, disconnects)."""
+"""A real uvicorn server for the web tests that need a socket (the OpenAI SDK, disconnects), and
+the schema fuzzing report at the end of the run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from fuzzing import print_fuzz_report
 
 
 def free_port() -> int:
@@ -43,3 +45,9 @@ def serve() -> Iterator[Callable[[FastAPI], str]]:
         server.should_exit = True
     for _, thread in running:
         thread.join(10)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
+    """The requests the schema fuzz test tried per route (test_schema_fuzz.py)."""
+    print_fuzz_report(config, terminalreporter.write_line)

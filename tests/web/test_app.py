@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from standin import INDEX_VERSION, StandInPipeline
 
 from chatbot.config import Settings
-from chatbot.types import Reply, Turn
+from chatbot.types import Reply, Signals, Turn
 from chatbot.web.app import create_app
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
@@ -84,12 +84,13 @@ def test_stream_sends_meta_tokens_and_done_with_the_chat_fields(client: TestClie
     assert "".join(tokens) == done["reply"]
     assert done["conversation_id"] == events[0][1]["conversation_id"]
     assert set(done) == {"conversation_id", "message_id", "reply", "route", "confidence",
-                         "sources", "handoff"}
+                         "sources", "handoff", "signals", "agent", "suggestions"}
     assert done["route"] == "faq" and done["sources"][0]["record_id"] == "acc-001"
 
 
 class BrokenStream(StandInPipeline):
-    def stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[str | Reply]:
+    def stream(self, question: str, history: Sequence[Turn] = (),
+               signals: Signals | None = None) -> Iterator[str | Reply]:
         yield "Let me"
         raise RuntimeError("generator died")
 
@@ -149,7 +150,7 @@ def test_a_customer_transcript_never_shows_admin_fields(client: TestClient) -> N
     assert set(public) == {"id", "channel", "status", "started_at", "ended_at", "messages"}
     for message in public["messages"]:
         assert set(message) == {"id", "role", "text", "created_at", "route", "confidence",
-                                "rating"}
+                                "rating", "agent_name"}
     admin = client.get(f"/api/v1/admin{url.removeprefix('/api/v1')}", headers=ADMIN).json()
     assert admin["customer_ref"] == "acct-7" and len(admin["handoffs"]) == 1
     assert admin["feedback"][0]["comment"] == "quick"
@@ -399,7 +400,7 @@ def _wait_state(client: TestClient, state: str) -> dict[str, Any]:
         status = client.get("/api/v1/admin/reindex/status", headers=ADMIN).json()
         if status["state"] == state:
             return status
-        time.sleep(0.05)
+        time.sleep(0.2)  # well inside the admin rate limit
     raise AssertionError(f"re-index never reached {state}: {status}")
 
 

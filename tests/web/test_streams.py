@@ -20,7 +20,7 @@ from standin import StandInPipeline
 
 from chatbot.config import Settings
 from chatbot.conversations.service import ChatService
-from chatbot.types import Reply, Turn
+from chatbot.types import Reply, Signals, Turn
 from chatbot.web import sse
 from chatbot.web.app import create_app
 
@@ -36,8 +36,9 @@ PAYPAL = "We accept Visa, Mastercard, American Express, PayPal and gift cards."
 class SlowPipeline(StandInPipeline):
     """The stand-in's stream with a pause before each word, so keep-alive pings fall between."""
 
-    def stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[str | Reply]:
-        for item in super().stream(question, history):
+    def stream(self, question: str, history: Sequence[Turn] = (),
+               signals: Signals | None = None) -> Iterator[str | Reply]:
+        for item in super().stream(question, history, signals):
             if isinstance(item, str):
                 time.sleep(0.03)
             yield item
@@ -50,7 +51,8 @@ class EndlessPipeline(StandInPipeline):
         super().__init__()
         self.closed = threading.Event()
 
-    def stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[str | Reply]:
+    def stream(self, question: str, history: Sequence[Turn] = (),
+               signals: Signals | None = None) -> Iterator[str | Reply]:
         try:
             while True:
                 time.sleep(0.01)

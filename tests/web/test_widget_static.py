@@ -110,5 +110,5 @@ def test_every_api_path_the_widget_calls_exists_in_the_app(widget_js: str,
         if full.endswith("/"):
             full += "{conversation_id}"
         assert full in paths, f"widget.js calls {full}, which the API does not serve"
-        method = "get" if path == "/conversations/" else "post"
+        method = "get" if path in ("/conversations/", "/suggestions/opening") else "post"
         assert method in paths[full], f"{full} does not accept {method.upper()}"

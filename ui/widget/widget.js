@@ -8,7 +8,10 @@
  * What this file owns: the widget's DOM (inside a Shadow DOM so the host page's styles and
  * ours never mix), talking to the bot's REST API (/api/v1/chat/stream as Server-Sent Events
  * over fetch, /feedback, /handoff, /conversations/{id}) and keeping the conversation id in
- * localStorage so a reload restores the transcript.
+ * localStorage so a reload restores the transcript. Once the conversation is with the support
+ * team it follows /conversations/{id}/events (Server-Sent Events over fetch): a person's
+ * messages appear as they are sent, labelled with their name; a dropped connection is resumed
+ * with Last-Event-ID (the last id seen is kept in localStorage too, so a reload resumes).
  *
  * Safety rule: every piece of bot or customer text goes into the page with textContent (or
  * setAttribute on plain attributes), never as HTML. Icons are built with createElementNS.
@@ -35,6 +38,7 @@
   };
   var API = config.botUrl + "/api/v1";
   var STORAGE_KEY = "supportChat:" + config.botUrl + ":conversation";
+  var EVENTS_KEY = "supportChat:" + config.botUrl + ":lastEvent";  // {c: conversation, e: id}
   var SVG_NS = "http://www.w3.org/2000/svg";
 
   // ---------------------------------------------------------------- small DOM helpers
@@ -105,6 +109,22 @@
     } catch (e) { /* storage disabled (private mode): the chat still works for this page */ }
   }
 
+  /** The last live event seen in this conversation (0: none), to resume from. */
+  function loadLastEvent(conversationId) {
+    try {
+      var saved = JSON.parse(window.localStorage.getItem(EVENTS_KEY) || "null");
+      return saved && saved.c === conversationId ? Number(saved.e) || 0 : 0;
+    } catch (e) { return 0; }
+  }
+
+  function saveLastEvent(conversationId, eventId) {
+    try {
+      if (conversationId) {
+        window.localStorage.setItem(EVENTS_KEY, JSON.stringify({ c: conversationId, e: eventId }));
+      } else { window.localStorage.removeItem(EVENTS_KEY); }
+    } catch (e) { /* storage disabled: resuming starts from the transcript instead */ }
+  }
+
   /** Turn a failed HTTP response into a sentence a customer can act on. */
   function friendlyError(status, body) {
     if (status === 429) { return "You're sending messages quickly. Please wait a few seconds and try again."; }
@@ -133,6 +153,52 @@
   }
 
   /**
+   * Read a Server-Sent Events response body, calling onEvent(name, data, id) for each event
+   * (data parsed as JSON). Resolves when the stream ends.
+   */
+  function readEvents(response, onEvent) {
+    var reader = response.body.getReader();
+    var decoder = new TextDecoder();
+    var buffer = "";
+
+    function dispatch(block) {
+      var name = "message";
+      var id = null;
+      var data = [];
+      block.split(/\r\n|\r|\n/).forEach(function (line) {
+        if (!line || line.charAt(0) === ":") { return; } // blank or keep-alive comment
+        var colon = line.indexOf(":");
+        var field = colon < 0 ? line : line.slice(0, colon);
+        var value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") { name = value; }
+        else if (field === "data") { data.push(value); }
+        else if (field === "id") { id = value; }
+      });
+      if (!data.length) { return; }
+      var parsed;
+      try { parsed = JSON.parse(data.join("\n")); } catch (e) { parsed = { text: data.join("\n") }; }
+      onEvent(name, parsed, id);
+    }
+
+    function pump() {
+      return reader.read().then(function (chunk) {
+        if (chunk.done) {
+          buffer += decoder.decode();
+          if (buffer.trim()) { dispatch(buffer); }
+          return;
+        }
+        buffer += decoder.decode(chunk.value, { stream: true });
+        // Events end with a blank line; sse-starlette separates lines with \r\n.
+        var parts = buffer.split(/\r\n\r\n|\n\n|\r\r/);
+        buffer = parts.pop();
+        parts.forEach(dispatch);
+        return pump();
+      });
+    }
+    return pump();
+  }
+
+  /**
    * POST a chat message and read the Server-Sent Events reply. Calls onEvent(name, data) for
    * each event (meta, token, done, error). Resolves when the stream ends.
    */
@@ -143,44 +209,23 @@
       body: JSON.stringify(payload),
     }).then(function (response) {
       if (!response.ok) { return readError(response); }
-      var reader = response.body.getReader();
-      var decoder = new TextDecoder();
-      var buffer = "";
-
-      function dispatch(block) {
-        var name = "message";
-        var data = [];
-        block.split(/\r\n|\r|\n/).forEach(function (line) {
-          if (!line || line.charAt(0) === ":") { return; } // blank or keep-alive comment
-          var colon = line.indexOf(":");
-          var field = colon < 0 ? line : line.slice(0, colon);
-          var value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-          if (field === "event") { name = value; }
-          else if (field === "data") { data.push(value); }
-        });
-        if (!data.length) { return; }
-        var parsed;
-        try { parsed = JSON.parse(data.join("\n")); } catch (e) { parsed = { text: data.join("\n") }; }
-        onEvent(name, parsed);
-      }
-
-      function pump() {
-        return reader.read().then(function (chunk) {
-          if (chunk.done) {
-            buffer += decoder.decode();
-            if (buffer.trim()) { dispatch(buffer); }
-            return;
-          }
-          buffer += decoder.decode(chunk.value, { stream: true });
-          // Events end with a blank line; sse-starlette separates lines with \r\n.
-          var parts = buffer.split(/\r\n\r\n|\n\n|\r\r/);
-          buffer = parts.pop();
-          parts.forEach(dispatch);
-          return pump();
-        });
-      }
-      return pump();
+      return readEvents(response, onEvent);
     });
+  }
+
+  /**
+   * Follow a conversation's live events (agent_joined, agent_message, agent_left, resolved)
+   * after event id `after`. Resolves when the server ends the stream; `signal` aborts it.
+   */
+  function followEvents(conversationId, after, onEvent, signal) {
+    var headers = { "Accept": "text/event-stream" };
+    if (after) { headers["Last-Event-ID"] = String(after); }
+    return fetch(API + "/conversations/" + encodeURIComponent(conversationId) + "/events",
+      { headers: headers, signal: signal })
+      .then(function (response) {
+        if (!response.ok) { return readError(response); }
+        return readEvents(response, onEvent);
+      });
   }
 
   // ---------------------------------------------------------------- the widget
@@ -188,6 +233,8 @@
     this.conversationId = loadConversationId();
     this.busy = false;
     this.restored = false;
+    this.following = null;   // the AbortController of the live event stream, while following
+    this.shownAgentMessages = {};  // message ids already on screen (a resume may repeat one)
     this.build();
   }
 
@@ -318,6 +365,7 @@
     this.launcher.setAttribute("aria-expanded", "true");
     this.launcher.setAttribute("aria-label", "Close chat: " + config.title);
     this.restore();
+    this.showOpening();
     this.scrollToEnd();
     this.input.focus();
   };
@@ -389,9 +437,18 @@
     if (Array.isArray(done.sources) && done.sources.length) {
       answer.row.appendChild(this.renderSources(done.sources));
     }
+    if (done.route === "agent") {
+      // A person has the conversation: the bot stayed silent. No answer bubble, just who has it.
+      answer.row.remove();
+      this.setStatus(done.reply || "");
+      this.announcer.textContent = done.reply || "";
+      this.showHandedOff(null);
+      return;
+    }
     if (done.message_id) { answer.row.appendChild(this.renderFeedback(done.message_id)); }
     if (done.handoff) {
-      this.showHandedOff();
+      // The reply itself says when a person will answer; the note says where it will appear.
+      this.showHandedOff("Waiting for a person from our team. Their reply will appear here.");
     } else if (done.route === "fallback" && !this.handedOff) {
       // The fallback answer offers a person; make accepting that one click.
       var self = this;
@@ -400,7 +457,53 @@
       answer.row.appendChild(offer);
     }
     this.announcer.textContent = config.title + " says: " + answer.content;
+    if (!done.handoff && !this.handedOff) { this.showSuggestions(done.suggestions); }
     this.scrollToEnd();
+  };
+
+  // ---------------------------------------------------------------- suggested questions
+  /**
+   * Up to three questions as chips (buttons, text only) at the end of the log: a click sends
+   * the question with `suggestion: {faq_id}` so the click is counted. Only the latest set is
+   * shown; sending anything removes it.
+   */
+  Widget.prototype.showSuggestions = function (suggestions) {
+    var self = this;
+    this.clearSuggestions();
+    if (!Array.isArray(suggestions) || !suggestions.length) { return; }
+    var group = el("div", { class: "cw-suggestions", role: "group", "aria-label": "Suggested questions" });
+    suggestions.slice(0, 3).forEach(function (s) {
+      if (!s || typeof s.question !== "string" || !s.question) { return; }
+      var chip = el("button", { type: "button", class: "cw-chip", "data-faq-id": s.faq_id }, s.question);
+      chip.addEventListener("click", function () {
+        if (self.busy) { return; }
+        self.send({ faq_id: String(s.faq_id), question: s.question });
+      });
+      group.appendChild(chip);
+    });
+    if (group.children.length) { this.log.appendChild(group); }
+  };
+
+  Widget.prototype.clearSuggestions = function () {
+    var shown = this.log.querySelectorAll(".cw-suggestions");
+    for (var i = 0; i < shown.length; i++) { shown[i].remove(); }
+  };
+
+  /** On an empty chat: the most asked questions (best effort: nothing shown on a failure). */
+  Widget.prototype.showOpening = function () {
+    var self = this;
+    if (this.conversationId || this.openingShown) { return; }
+    this.openingShown = true;
+    fetch(API + "/suggestions/opening", { headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (body) {
+        // Only while the chat is still empty: a customer who typed meanwhile has moved on.
+        if (body && !self.conversationId && !self.busy) {
+          self.showSuggestions(body.suggestions);
+          self.scrollToEnd();
+        }
+      })
+      .catch(function () {});
   };
 
   Widget.prototype.renderSources = function (sources) {
@@ -465,13 +568,102 @@
     return bar;
   };
 
-  Widget.prototype.showHandedOff = function () {
+  /** The conversation is with the support team: say so once (`note`, if given) and follow
+   * the live events so a person's messages appear as they are sent. */
+  Widget.prototype.showHandedOff = function (note) {
+    this.follow();
     if (this.handedOff) { return; }
     this.handedOff = true;
     this.humanButton.disabled = true;
     this.humanButton.lastChild.textContent = "A person will reply here";
-    this.addNote("A member of our support team has been notified and will reply in this chat.",
-      "cw-msg--handoff");
+    if (note) { this.addNote(note, "cw-msg--handoff"); }
+  };
+
+  /** The bot has the conversation again (handed back or resolved). */
+  Widget.prototype.backToBot = function () {
+    this.unfollow();
+    this.handedOff = false;
+    this.humanButton.disabled = false;
+    this.humanButton.lastChild.textContent = "Talk to a human";
+  };
+
+  /** A message from a person of the support team, labelled with their name (text only). */
+  Widget.prototype.addAgentMessage = function (name, text, messageId) {
+    if (messageId) {
+      if (this.shownAgentMessages[messageId]) { return null; }
+      this.shownAgentMessages[messageId] = true;
+    }
+    var row = el("div", { class: "cw-msg cw-msg--bot cw-msg--agent", "data-message-id": messageId || null });
+    row.appendChild(el("span", { class: "cw-author" }, (name || "Support team") + " · Support team"));
+    row.appendChild(el("div", { class: "cw-text" }, text));
+    return row;
+  };
+
+  /** Follow /conversations/{id}/events until the bot has the conversation again. */
+  Widget.prototype.follow = function () {
+    var self = this;
+    var id = this.conversationId;
+    if (this.following || !id || !window.AbortController) { return; }
+    var controller = new AbortController();
+    this.following = controller;
+    var delay = 1000;
+    // Starting from nothing (no id seen yet, e.g. on another device), the server replays the
+    // whole history first: its messages are shown (once), its joins and hand-backs are old
+    // news, and the `ready` event after it says how things stand now.
+    var caughtUp = true;
+
+    function onEvent(name, data, eventId) {
+      if (self.conversationId !== id) { return; }
+      if (eventId) { saveLastEvent(id, Number(eventId)); }
+      var agent = (data && data.agent) ? String(data.agent) : "Someone";
+      if (name === "ready") {
+        caughtUp = true;
+        if (data && data.status && data.status !== "handed_off") { self.backToBot(); }
+        else if (data && data.agent) {
+          self.setStatus(String(data.agent) + " from our support team has this conversation.");
+        }
+        return;
+      }
+      if (!caughtUp && name !== "agent_message") { return; }
+      if (name === "agent_message" && typeof data.text === "string") {
+        var row = self.addAgentMessage(agent, data.text, data.message_id);
+        if (row) {
+          self.log.appendChild(row);
+          self.scrollToEnd();
+          self.setStatus("");
+          self.announcer.textContent = agent + " from our support team says: " + data.text;
+        }
+      } else if (name === "agent_joined") {
+        self.addNote(agent + " from our support team has joined the chat.", "cw-msg--joined");
+        self.announcer.textContent = agent + " from our support team has joined the chat.";
+      } else if (name === "agent_left" || name === "resolved") {
+        self.addNote(name === "resolved"
+          ? agent + " has marked this conversation resolved. Ask me anything else here."
+          : agent + " has handed the chat back to me. Ask me anything here.", "cw-msg--left");
+        self.backToBot();
+      }
+    }
+
+    function connect() {
+      if (self.following !== controller) { return; }
+      var after = loadLastEvent(id);
+      caughtUp = Boolean(after);
+      followEvents(id, after, onEvent, controller.signal).then(function () {
+        delay = 1000;  // the server ended a healthy stream: reconnect at once-ish
+      }, function (error) {
+        if (error && error.status === 404) { controller.abort(); }
+      }).then(function () {
+        if (controller.signal.aborted || self.following !== controller) { return; }
+        setTimeout(connect, delay);  // resume where we left off (Last-Event-ID)
+        delay = Math.min(delay * 2, 30000);
+      });
+    }
+    connect();
+  };
+
+  Widget.prototype.unfollow = function () {
+    if (this.following) { this.following.abort(); }
+    this.following = null;
   };
 
   Widget.prototype.requestHuman = function () {
@@ -484,30 +676,36 @@
     this.humanButton.disabled = true;
     this.setStatus("Connecting you with our team…");
     postJson("/handoff", { conversation_id: this.conversationId, reason: "customer asked for a human (widget button)" })
-      .then(function () {
+      .then(function (body) {
+        // The server says when a person will answer (support hours, anyone signed in).
+        var notice = (body && body.notice) || "Your conversation is with our support team. A person will reply here.";
         self.setStatus("");
-        self.showHandedOff();
-        self.announcer.textContent = "A member of our support team will reply in this chat.";
+        self.showHandedOff(notice);
+        self.announcer.textContent = notice;
       }, function (error) {
         self.humanButton.disabled = false;
         self.setStatus(error.message, true);
       });
   };
 
-  Widget.prototype.send = function () {
+  Widget.prototype.send = function (suggestion) {
     var self = this;
-    var message = this.input.value.trim();
+    var message = suggestion ? suggestion.question : this.input.value.trim();
     if (!message || this.busy) { return; }
     this.busy = true;
     this.sendButton.disabled = true;
     this.setStatus("");
-    this.input.value = "";
-    this.autosize();
+    this.clearSuggestions();
+    if (!suggestion) {  // a chip leaves what the customer was typing alone
+      this.input.value = "";
+      this.autosize();
+    }
     this.addCustomer(message);
     var answer = this.addAnswer();
     var finished = false;
     var payload = { message: message, channel: "widget" };
     if (this.conversationId) { payload.conversation_id = this.conversationId; }
+    if (suggestion) { payload.suggestion = { faq_id: suggestion.faq_id }; }
 
     streamChat(payload, function (name, data) {
       if (name === "meta" && data.conversation_id) {
@@ -575,9 +773,8 @@
             row.appendChild(el("span", { class: "cw-sr-only" }, "You said: "));
             row.appendChild(el("div", { class: "cw-text" }, m.text));
           } else if (m.role === "agent") {  // a person from the support team
-            row = el("div", { class: "cw-msg cw-msg--bot cw-msg--agent" });
-            row.appendChild(el("span", { class: "cw-author" }, "Support team"));
-            row.appendChild(el("div", { class: "cw-text" }, m.text));
+            row = self.addAgentMessage(m.agent_name, m.text, m.id);
+            if (!row) { return; }  // already shown live
           } else {
             row = el("div", { class: "cw-msg cw-msg--bot" });
             row.appendChild(el("div", { class: "cw-text" }, m.text));
@@ -589,7 +786,9 @@
           }
           self.log.insertBefore(row, anchor);
         });
-        if (view.status === "handed_off") { self.showHandedOff(); }
+        if (view.status === "handed_off") {
+          self.showHandedOff("Your conversation is with our support team. A person will reply here.");
+        }
         self.scrollToEnd();
       })
       .catch(function () { /* a transcript we cannot load is not worth an error message */ });
@@ -606,12 +805,14 @@
     }
     this.conversationId = null;
     saveConversationId(null);
-    this.handedOff = false;
-    this.humanButton.disabled = false;
-    this.humanButton.lastChild.textContent = "Talk to a human";
+    saveLastEvent(null);
+    this.backToBot();
+    this.shownAgentMessages = {};
     while (this.log.firstChild) { this.log.removeChild(this.log.firstChild); }
     this.setStatus("");
     this.greet();
+    this.openingShown = false;
+    this.showOpening();
     this.input.focus();
   };
 
