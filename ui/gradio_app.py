@@ -191,7 +191,10 @@ def _chat_tab(service: ChatService, settings: Settings, limiter: Limiter | None 
             return
         waiting = notice(WAITING) if off else ""
         history = [*history, bot_message("…")]
-        yield history, conv_id, ids, off, waiting, gr.update()
+        yield history, conv_id, ids, off, waiting, gr.update()  # clears an earlier notice
+        # From here on the status line is left alone unless this answer has something to say:
+        # "Talk to a human" may be clicked while the answer streams, and its notice must stay.
+        waiting = notice(WAITING) if off else gr.update()
         try:
             try:
                 stream = service.chat_stream(message, conversation_id=conv_id, channel="web",
@@ -233,7 +236,7 @@ def _chat_tab(service: ChatService, settings: Settings, limiter: Limiter | None 
         while len(by_message) > OFFERED_KEPT:
             by_message.popitem(last=False)
         off = off or result.handoff
-        yield history, conv_id, ids, off, notice(WAITING) if off else "", gr.update()
+        yield history, conv_id, ids, off, notice(WAITING) if off else gr.update(), gr.update()
 
     def rate(ids: Ids, data: gr.LikeData, request: gr.Request) -> None:
         if (wait := over_limit(limiter, request)) is not None:
