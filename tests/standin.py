@@ -80,6 +80,7 @@ class StandInPipeline:
         self._docs = _documents()
         self._ready = True
         self.reloads = 0  # how many times reload() was called (the admin reindex test reads it)
+        self.closed = 0  # how many times close() was called (the server's shutdown calls it)
         self.calls: list[tuple[str, tuple[Turn, ...]]] = []  # (question, history) per answer
 
     @property
@@ -95,6 +96,9 @@ class StandInPipeline:
 
     def reload(self) -> None:
         self.reloads += 1
+
+    def close(self) -> None:
+        self.closed += 1
 
     def _hits(self, question: str) -> list[Hit]:
         asked = _words(question)

@@ -10,8 +10,10 @@ the webhooks and the ``on_resolved`` callbacks see exactly what was committed.
 
 A claim is a conditional UPDATE (``... WHERE status = 'pending'``): of two agents claiming at
 once, one changes the row and the other changes nothing and is told who has it. While a hand-over
-is claimed the bot stays silent (``customer_wrote`` tells ``ChatService``); hand-back and resolve
-return the conversation to the bot. ``ChatService`` builds one ``AgentDesk`` and exposes it as
+is claimed the bot stays silent (``chatbot.conversations.handoffs.customer_wrote`` tells
+``ChatService`` as it logs the customer's message); hand-back and resolve return the
+conversation to the bot. The hand-over rows themselves (opening, finding, listing) are
+``chatbot.conversations.handoffs``. ``ChatService`` builds one ``AgentDesk`` and exposes it as
 ``service.agents``; it writes through the service's own write transactions.
 """
 
@@ -21,40 +23,30 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, case, func, insert, select, update
-from sqlalchemy.orm import Session
 
 from chatbot.answering.inputs import check_message
 from chatbot.answering.prompt import AGENT_HAS_IT_TEXT
 from chatbot.config import Settings
 from chatbot.conversations.availability import Availability, SupportHours, availability
-from chatbot.conversations.events import Event, EventBus, record
+from chatbot.conversations.events import Event, EventBus, Writing, record
+from chatbot.conversations.handoffs import OPEN, InboxItem, find_open, list_open
 from chatbot.conversations.models import Agent, Conversation, Handoff, Message, new_id, utcnow
-from chatbot.conversations.views import ConversationView, UtcDatetime
+from chatbot.conversations.views import ConversationView, ReadModel, UtcDatetime
 from chatbot.errors import ConflictError, InvalidRequestError, NotFoundError
 from chatbot.types import Reply
 
-OPEN = ("pending", "claimed")
 TOKEN_PREFIX = "agt_"
 NAME_CHARS = 100
 TOUCH_S = 30.0  # presence is written at most this often per agent
-PREVIEW_CHARS = 200
-
-Writing = Callable[[], AbstractContextManager[Connection]]
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, from_attributes=True,
-                              json_schema_serialization_defaults_required=True)
-
-
-class AgentView(_Record):
+class AgentView(ReadModel):
     """An agent account (never its token or hash)."""
 
     id: str
@@ -64,27 +56,7 @@ class AgentView(_Record):
     active: bool
 
 
-class InboxItem(_Record):
-    """An open hand-over as the inbox lists it; ``conversation`` is the whole staff view
-    (transcript, the bot's sources and reasons, the customer's reference) when asked for."""
-
-    handoff_id: str
-    conversation_id: str
-    status: str  # pending | claimed
-    priority: str
-    reason: str
-    requested_at: UtcDatetime
-    claimed_by: str | None  # the agent's name
-    claimed_at: UtcDatetime | None
-    channel: str
-    customer_ref: str | None
-    conversation_status: str
-    message_count: int
-    last_customer_message: str
-    conversation: ConversationView | None = None
-
-
-class AgentMessage(_Record):
+class AgentMessage(ReadModel):
     message_id: str
     conversation_id: str
     agent: str
@@ -216,15 +188,15 @@ class AgentDesk:
     def inbox(self, *, transcripts: bool = True, limit: int = 100) -> list[InboxItem]:
         """Open hand-overs: high priority first, then the longest waiting."""
         urgency = case((Handoff.priority == "high", 0), else_=1)
-        rows = self._items(Handoff.status.in_(OPEN), order=(urgency, Handoff.requested_at,
-                                                            Handoff.id), limit=limit)
+        rows = list_open(self.engine, Handoff.status.in_(OPEN),
+                         order=(urgency, Handoff.requested_at, Handoff.id), limit=limit)
         return [self._with_transcript(row) if transcripts else row for row in rows]
 
     def item(self, conversation_id: str) -> InboxItem:
         """The conversation's open hand-over with its transcript (NotFoundError: none)."""
-        rows = self._items(Handoff.conversation_id == conversation_id,
-                           Handoff.status.in_(OPEN), order=(Handoff.requested_at.desc(),),
-                           limit=1)
+        rows = list_open(self.engine, Handoff.conversation_id == conversation_id,
+                         Handoff.status.in_(OPEN), order=(Handoff.requested_at.desc(),),
+                         limit=1)
         if not rows:
             raise NotFoundError(f"conversation {conversation_id} has no open hand-over")
         return self._with_transcript(rows[0])
@@ -241,28 +213,6 @@ class AgentDesk:
             return item
         return item.model_copy(update={
             "conversation": self._read_conversation(item.conversation_id)})
-
-    def _items(self, *where: Any, order: tuple[Any, ...], limit: int) -> list[InboxItem]:
-        count = (select(func.count(Message.id)).where(Message.conversation_id == Conversation.id)
-                 .correlate(Conversation).scalar_subquery())
-        last = (select(Message.text).where(Message.conversation_id == Conversation.id,
-                                           Message.role == "customer")
-                .order_by(Message.created_at.desc()).limit(1)
-                .correlate(Conversation).scalar_subquery())
-        query = (select(Handoff, Conversation.channel, Conversation.customer_ref,
-                        Conversation.status, Agent.name, count, last)
-                 .join(Conversation, Conversation.id == Handoff.conversation_id)
-                 .outerjoin(Agent, Agent.id == Handoff.claimed_by)
-                 .where(*where).order_by(*order).limit(limit))
-        with Session(self.engine) as session:  # an ORM session: rows hold Handoff objects
-            rows = session.execute(query).all()
-        return [InboxItem(
-            handoff_id=h.id, conversation_id=h.conversation_id, status=h.status,
-            priority=h.priority, reason=h.reason, requested_at=h.requested_at,
-            claimed_by=name, claimed_at=h.claimed_at, channel=channel, customer_ref=ref,
-            conversation_status=status, message_count=int(n or 0),
-            last_customer_message=_clip(text or ""),
-        ) for h, channel, ref, status, name, n, text in rows]
 
     # --- actions ------------------------------------------------------------------------------
     def claim(self, conversation_id: str, agent: AgentView) -> InboxItem:
@@ -312,28 +262,13 @@ class AgentDesk:
 
         self.bus.on_event(handle)
 
-    def customer_wrote(self, conversation_id: str, message_id: str) -> str | None:
-        """Called by ``ChatService`` once a customer message is logged: while a hand-over is
-        open the agent side is sent the message (as stored, i.e. redacted); returns the name of
-        the agent who holds the conversation (the bot must stay silent), or None (it answers)."""
-        with self.engine.connect() as connection:
-            found = connection.execute(self._open(conversation_id)).first()
-        if found is None:
-            return None
-        with self._writing() as connection:
-            stored = connection.scalar(select(Message.text).where(Message.id == message_id))
-            record(connection, conversation_id, "customer_message", {
-                "message_id": message_id, "text": stored or "",
-                "created_at": utcnow().isoformat()})
-        return found.name if found.status == "claimed" else None
-
     def state(self, conversation_id: str) -> dict[str, Any]:
         """The conversation as its customer's live stream reports it: ``status`` (open,
         handed_off, closed) and ``agent``, the name of the person who has it (or None)."""
         with self.engine.connect() as connection:
             status = connection.scalar(select(Conversation.status)
                                        .where(Conversation.id == conversation_id))
-            found = connection.execute(self._open(conversation_id)).first()
+            found = find_open(connection, conversation_id)
         agent = found.name if found is not None and found.status == "claimed" else None
         return {"status": status, "agent": agent}
 
@@ -341,13 +276,6 @@ class AgentDesk:
         return AGENT_HAS_IT_TEXT.format(agent=agent_name)
 
     # --- internals ----------------------------------------------------------------------------
-    @staticmethod
-    def _open(conversation_id: str) -> Any:
-        return (select(Handoff.id, Handoff.status, Handoff.claimed_by, Agent.name)
-                .outerjoin(Agent, Agent.id == Handoff.claimed_by)
-                .where(Handoff.conversation_id == conversation_id, Handoff.status.in_(OPEN))
-                .order_by(Handoff.requested_at.desc()).limit(1))
-
     def _current(self, connection: Connection, conversation_id: str) -> Any:
         """Lock the conversation (PostgreSQL; SQLite has one writer) and return its open
         hand-over (NotFoundError when the conversation does not exist or has none)."""
@@ -356,7 +284,7 @@ class AgentDesk:
                                     .with_for_update()).first()
         if exists is None:
             raise NotFoundError(f"conversation {conversation_id} does not exist")
-        found = connection.execute(self._open(conversation_id)).first()
+        found = find_open(connection, conversation_id)
         if found is None:
             raise NotFoundError(f"conversation {conversation_id} has no open hand-over "
                                 "(resolved, handed back, or never handed over)")
@@ -414,7 +342,3 @@ def _check_name(name: str) -> str:
         raise InvalidRequestError("an agent's name must be plain printable text", field="name")
     return name
 
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1].rstrip() + "…"

@@ -29,18 +29,17 @@ queues it.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, case, distinct, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chatbot.config import Settings
 from chatbot.conversations.models import AlertState, Message, utcnow
-from chatbot.conversations.views import UtcDatetime, to_utc
+from chatbot.conversations.periodic import PeriodicJob
+from chatbot.conversations.views import ReadModel, UtcDatetime, to_utc
 from chatbot.conversations.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -64,10 +63,8 @@ class Window:
         return self.frustrated / self.conversations if self.conversations else None
 
 
-class AlertStatus(BaseModel):
+class AlertStatus(ReadModel):
     """The alert as the admin sees it: its state, its settings and the current window."""
-
-    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
 
     name: str
     active: bool
@@ -194,35 +191,11 @@ class FrustrationAlert:
         })
 
 
-class AlertJob:
+class AlertJob(PeriodicJob):
     """Calls ``alert.evaluate()`` now and then every ``interval_s`` seconds in a daemon thread
     until ``stop()``; a failed evaluation is logged and tried again at the next interval."""
 
     def __init__(self, alert: FrustrationAlert, interval_s: float) -> None:
-        if interval_s <= 0:
-            raise ValueError("interval_s must be positive")
+        super().__init__(alert.evaluate, interval_s, name="alerts",
+                         what="frustration alert evaluation")
         self.alert = alert
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.runs = 0  # evaluations finished (tests read it)
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.alert.evaluate()
-            except Exception:  # the job must outlive a database hiccup
-                log.exception("frustration alert evaluation failed; trying again in %.0f s",
-                              self._interval_s)
-            self.runs += 1
-            self._stop.wait(self._interval_s)

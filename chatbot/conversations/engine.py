@@ -164,16 +164,11 @@ def unavailable(error: BaseException) -> DatabaseUnavailableError | None:
     """The ``DatabaseUnavailableError`` for an error that means the database cannot be reached
     right now (refused or dropped connection, server shutting down, SQLite file locked, pool
     exhausted), else None: constraint violations and SQL mistakes are bugs, not outages."""
-    seen: BaseException | None = error
-    for _ in range(8):  # follow the chain: cleanup code may raise over the real cause (e.g.
-        if seen is None:  # PendingRollbackError from a connection the outage invalidated)
-            return None
-        if isinstance(seen, DatabaseUnavailableError):
-            return seen
-        if isinstance(seen, OperationalError | InterfaceError | PoolTimeoutError) or (
-                isinstance(seen, DBAPIError) and seen.connection_invalidated):
-            return DatabaseUnavailableError(_what_failed(seen))
-        seen = seen.__cause__ or seen.__context__
+    if isinstance(error, DatabaseUnavailableError):
+        return error
+    if isinstance(error, OperationalError | InterfaceError | PoolTimeoutError) or (
+            isinstance(error, DBAPIError) and error.connection_invalidated):
+        return DatabaseUnavailableError(_what_failed(error))
     return None
 
 

@@ -68,6 +68,9 @@ class Event:
 
 
 Handler = Callable[[Event], None]
+# Opens one write transaction whose events are delivered after it commits: ``ChatService``'s
+# ``EventBus.transaction`` under its SQLite writer lock, handed to the agent desk and the purge.
+Writing = Callable[[], AbstractContextManager[Connection]]
 
 
 def record(connection: Connection, conversation_id: str, kind: str,
@@ -141,11 +144,16 @@ class EventBus:
         rollback."""
         committed: list[Event] = []
         with lock, self.engine.begin() as connection:
-            connection.info[AFTER_COMMIT] = committed
+            # info outlives this checkout (it belongs to the DBAPI connection), so the list is
+            # taken off again. Through the dict held here: once the database has dropped the
+            # connection, reading ``connection.info`` raises PendingRollbackError, which would
+            # hide the error that says why (the edges answer an outage with 503).
+            info = connection.info
+            info[AFTER_COMMIT] = committed
             try:
                 yield connection
-            finally:  # info outlives this checkout (it belongs to the DBAPI connection)
-                connection.info.pop(AFTER_COMMIT, None)
+            finally:
+                info.pop(AFTER_COMMIT, None)
         self.deliver(committed)
 
     def emit(self, conversation_id: str, kind: str, data: dict[str, Any]) -> int:

@@ -20,20 +20,19 @@ conversation started long ago that is still going on is kept.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, Table, delete, exists, or_, select
 
+from chatbot.conversations.events import Writing
 from chatbot.conversations.models import Base, Conversation, Message, utcnow
+from chatbot.conversations.periodic import PeriodicJob
 from chatbot.errors import InvalidRequestError
 
 log = logging.getLogger(__name__)
 
 PURGE_BATCH = 200  # conversations per transaction: SQLite's one writer is never held for long
-Writing = Callable[[], AbstractContextManager[Connection]]  # opens one write transaction
 
 
 def _doomed(conversation_ids: Sequence[str]) -> list[tuple[Table, ColumnElement[bool]]]:
@@ -99,36 +98,14 @@ def purge(writing: Writing, older_than_days: float, *, now: datetime | None = No
             return total
 
 
-class RetentionJob:
+class RetentionJob(PeriodicJob):
     """Calls ``purge_once()`` now and then every ``interval_s`` seconds in a daemon thread,
     until ``stop()``. A failed purge is logged and tried again at the next interval."""
 
     def __init__(self, purge_once: Callable[[], int], interval_s: float) -> None:
-        if interval_s <= 0:
-            raise ValueError("interval_s must be positive")
-        self._purge_once = purge_once
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.runs = 0  # purges finished (tests and logs read it)
+        def run() -> None:
+            deleted = purge_once()
+            if deleted:
+                log.info("retention: deleted %d conversation(s)", deleted)
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                deleted = self._purge_once()
-                if deleted:
-                    log.info("retention: deleted %d conversation(s)", deleted)
-            except Exception:  # the job must outlive a database hiccup
-                log.exception("retention purge failed; trying again in %.0f s", self._interval_s)
-            self.runs += 1
-            self._stop.wait(self._interval_s)
+        super().__init__(run, interval_s, name="retention", what="retention purge")

@@ -18,60 +18,46 @@ needs no one's card or email to answer from the FAQs). The bot's approved texts 
 its own sentences) are stored as they are: they hold the company's own phone and email.
 Deleting is ``chatbot.conversations.retention``.
 
-Interface (the frontend codes against these names):
-  chat(message, *, conversation_id=None, channel="api", customer_ref=None, history=None)
-      -> ChatResult(conversation_id, message_id, reply, handoff, signals)
-  chat_stream(same arguments) -> ChatStream: iterates text deltas, then one ChatResult.
-  feedback(*, message_id=None, conversation_id=None, rating=None, csat=None, comment=None) -> str
-  handoff(*, conversation_id, reason) -> str
-  close(conversation_id) -> datetime: status closed, ended_at set (a new message reopens it)
-  conversation(id) -> ConversationView            (raises NotFoundError; the full, staff view:
-      ``Transcript.of(view)`` is what its customer may see)
-  list_conversations(*, status, channel, since, until, q, limit=50, offset=0)
-      -> list[ConversationSummary]
-  export(fmt="csv"|"jsonl", *, since=None, until=None) -> Iterator[str]
-  stats(since=None) -> Stats
-  stats_series(since=None, until=None) -> StatsSeries: per UTC day, for the admin charts
-
-Additions to the agreed interface (all optional, nothing existing changed):
-  - ``history=`` on chat/chat_stream overrides the history read from the database (the
-    OpenAI-compatible endpoint passes the client's own messages).
-  - chat_stream validates and commits the customer message when CALLED (not on first
-    iteration), so bad input raises at once; the returned ChatStream also carries
-    ``.conversation_id`` and the message's ``.signals`` for an early SSE ``meta`` event.
-  - handoff(..., priority=None): None means ``high`` when the conversation's customer was
-    frustrated (its roll-up), else ``normal``.
-  - Suggested questions: ``chat``/``chat_stream(..., suggestion=faq_id)`` marks a message sent
-    by clicking a suggestion chip (stored as ``messages.suggested_faq_id``, the click the
-    statistics count); the FAQ ids offered under a bot reply (``Reply.suggestions``) are
-    stored on its row (``messages.suggestions``); the history handed to the pipeline carries
-    each bot turn's answered FAQ (``Turn.faq_id``) so none is suggested twice.
-    ``opening_suggestions()`` -> list[Suggestion]: what to offer when a chat opens (the FAQs
-    answered most in the last ``OPENING_DAYS`` days first).
-  - count_conversations(same filters) -> int, for pagination totals.
-  - find_conversation(*, customer_ref, channel) -> str | None (latest open one).
-  - sources(reply) -> list[Source]: the numbered sources shown under an answer.
-  - start_reindex(full=False) -> ReindexStatus, reindex_status() -> ReindexStatus,
-    wait_reindex(timeout) -> ReindexStatus; ``ChatService(..., reindexer=f)`` (keyword) swaps
-    chatbot.retrieval.index.reindex for a stand-in in tests.
-  - check_admin_token(token) -> bool (constant-time), for the admin tab.
-  - delete_conversation(id): the conversation and every row of it, gone (NotFoundError if
-    unknown); purge(older_than_days=None) -> int: delete those inactive for longer
-    (default CHATBOT_RETENTION_DAYS).
-  - People (``chatbot.conversations.agents``): ``service.agents`` is the agent desk (accounts,
-    inbox, claim/reply/handback/resolve, availability); ``service.events`` the live event bus;
-    ``service.webhooks`` the webhook sender; ``on_resolved(callback)`` is called with a
-    ``Resolution`` after each resolve. While an agent has claimed the conversation, chat() logs
-    the customer's message, sends it to the agent side and does not run the pipeline: the
-    result's route is ``agent`` (no bot message; ``message_id`` is the customer's message,
-    ``ChatResult.agent`` the person's name). A hand-over reply ends with the sentence saying
-    when a person will answer; every new hand-over is a ``handoff_created`` event (webhook
-    ``handoff.created``).
-  Bad input raises chatbot.errors.InvalidRequestError (with ``.field``); unknown ids raise
-  NotFoundError. A customer message is checked by ``chatbot.answering.inputs.check_message``
-  (the one rule and wording for every way in) and logged without surrounding whitespace.
-  What the reading methods return are the pydantic read models of
-  ``chatbot.conversations.views``.
+Interface (every edge codes against these names; bad input raises InvalidRequestError with
+``.field``, unknown ids NotFoundError; reads return the read models of
+``chatbot.conversations.views``):
+  chat(message, *, conversation_id=None, channel="api", customer_ref=None, history=None,
+       suggestion=None) -> ChatResult(conversation_id, message_id, reply, handoff, signals,
+       agent). The message is checked by ``chatbot.answering.inputs.check_message`` (one rule
+       and wording for every way in) and logged without surrounding whitespace. ``history``
+       overrides the one read from the log (the OpenAI-compatible endpoint passes the
+       client's); ``suggestion`` is the FAQ id of the chip the message was sent by (stored as
+       ``messages.suggested_faq_id``, the click the statistics count). The FAQ ids offered
+       under a reply are stored on its row, and the history handed to the pipeline carries
+       each bot turn's answered FAQ (``Turn.faq_id``) so none is suggested twice.
+  chat_stream(same arguments) -> ChatStream: text deltas, then one ChatResult. It checks and
+      logs the customer message when called, not on first iteration (bad input raises at
+      once), and carries ``.conversation_id`` and ``.signals`` for an early SSE event.
+  opening_suggestions() -> list[Suggestion]: what to offer when a chat opens.
+  feedback(*, message_id, conversation_id, rating, csat, comment) -> feedback id
+  handoff(*, conversation_id, reason, priority=None) -> hand-over id; None means ``high`` when
+      the conversation's customer was frustrated (its roll-up), else ``normal``.
+  close(conversation_id) -> when it ended (a new message reopens it)
+  conversation(id) -> ConversationView: the full, staff view (``Transcript.of(view)`` is what
+      its customer may see); find_conversation(*, customer_ref, channel) -> the latest open
+      one's id; list_conversations(*, status, channel, since, until, q, limit, offset) and
+      count_conversations(same filters); export(fmt="csv"|"jsonl", *, since, until);
+      stats(since); stats_series(since, until): per UTC day, for the admin charts (these
+      reads are ``chatbot.conversations.reading.LogReader``'s). ``sources(reply)``: the
+      numbered sources shown under an answer.
+  start_reindex(full=False), reindex_status(), wait_reindex(timeout) -> ReindexStatus
+      (``ChatService(..., reindexer=f)`` swaps the re-index function, e.g. for a stand-in);
+      check_admin_token(token) (constant time); delete_conversation(id);
+      purge(older_than_days=None) (default CHATBOT_RETENTION_DAYS).
+  People (``chatbot.conversations.agents``): ``service.agents`` is the agent desk (accounts,
+      inbox, claim/reply/handback/resolve, availability), ``service.events`` the live event
+      bus, ``service.webhooks`` the webhook sender; ``on_resolved(callback)`` gets a
+      ``Resolution`` after each resolve. While an agent has claimed the conversation, chat()
+      logs the customer's message, sends it to the agent side and does not run the pipeline:
+      the result's route is ``agent``, its ``message_id`` the customer's message and
+      ``agent`` the person's name. A hand-over reply ends with the sentence saying when a
+      person will answer; every new hand-over is a ``handoff_created`` event (webhook
+      ``handoff.created``).
 """
 
 from __future__ import annotations
@@ -83,47 +69,35 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from chatbot.answering.inputs import check_message
 from chatbot.answering.privacy import Redactor
 from chatbot.config import Settings
 from chatbot.conversations.agents import AgentDesk, Resolution
-from chatbot.conversations.engine import make_sessionmaker
-from chatbot.conversations.events import EventBus, record
+from chatbot.conversations.events import EventBus
+from chatbot.conversations.feedback import check_feedback, save_feedback
+from chatbot.conversations.handoffs import customer_wrote, find_open, open_handoff
 from chatbot.conversations.jobs import Reindexer, ReindexJob, ReindexStatus
 from chatbot.conversations.models import (
     CHANNELS,
-    RATINGS,
     Conversation,
-    Feedback,
-    Handoff,
     Message,
     RetrievalHit,
     new_id,
     utcnow,
 )
-from chatbot.conversations.queries import (
-    compute_stats,
-    conversation_filters,
-    export_lines,
-    logged_text,
-    recent_answer_counts,
-    summarise,
-    view_of,
-)
+from chatbot.conversations.queries import logged_text, recent_answer_counts
+from chatbot.conversations.reading import CUSTOMER_REF_CHARS, LogReader
 from chatbot.conversations.retention import delete_conversations, purge
 from chatbot.conversations.signal_log import message_fields, rollup
-from chatbot.conversations.timeseries import daily_stats, window
 from chatbot.conversations.views import (
     ConversationSummary,
     ConversationView,
     Source,
     Stats,
-    StatsSeries,
     sources,
     to_utc,
 )
@@ -191,17 +165,16 @@ class ChatStream:
             close()
 
 
-class ChatService:
-    """Runs and logs conversations. Thread-safe: each call uses its own session."""
+class ChatService(LogReader):
+    """Runs and logs conversations; its reading methods are ``LogReader``'s. Thread-safe: each
+    call uses its own session or connection."""
 
     def __init__(self, settings: Settings, pipeline: AnswerPipeline, engine: Engine,
                  *, reindexer: Reindexer | None = None) -> None:
+        super().__init__(engine, Redactor.from_settings(settings))
         self.settings = settings
         self.pipeline = pipeline
-        self.engine = engine
-        self._sessions = make_sessionmaker(engine)
         self._reindex = ReindexJob(settings, pipeline, reindexer)
-        self._redactor = Redactor.from_settings(settings)
         # SQLite has one writer at a time and makes the others poll with growing sleeps (its
         # busy handler); queueing this process's writers on a lock hands the file over without
         # those sleeps. PostgreSQL writers run concurrently, so nothing is queued there.
@@ -226,12 +199,10 @@ class ChatService:
         ``AgentDesk.on_resolved``)."""
         self.agents.on_resolved(callback)
 
-    def _held(self, conv_id: str, msg_id: str, signals: Signals | None) -> ChatResult | None:
-        """While a person has the conversation the bot stays silent: the logged message goes
-        to the agent side and the result says who has it (None: the bot answers)."""
-        agent = self.agents.customer_wrote(conv_id, msg_id)
-        if agent is None:
-            return None
+    def _held(self, conv_id: str, msg_id: str, signals: Signals | None,
+              agent: str) -> ChatResult:
+        """While a person (``agent``) has the conversation the bot stays silent: the result
+        says who has it (``_begin`` sent the message to the agent side)."""
         reply = Reply(self.agents.holding_text(agent), Route.AGENT, 0.0,
                       f"{agent} has the conversation; the bot stayed silent", signals=signals)
         return ChatResult(conv_id, msg_id, reply, False, signals, agent=agent)
@@ -243,10 +214,10 @@ class ChatService:
         """Answer one customer message and log both sides of the round trip. ``suggestion``:
         the FAQ id of the suggestion chip the message was sent by (a logged click)."""
         message = check_message(message, self.settings.max_message_chars)
-        conv_id, msg_id, turns, signals = self._begin(message, conversation_id, channel,
-                                                      customer_ref, history, suggestion)
-        if (held := self._held(conv_id, msg_id, signals)) is not None:
-            return held
+        conv_id, msg_id, turns, signals, agent = self._begin(
+            message, conversation_id, channel, customer_ref, history, suggestion)
+        if agent is not None:
+            return self._held(conv_id, msg_id, signals, agent)
         started = time.perf_counter()
         try:
             reply = self.pipeline.answer(message, turns, signals=signals)
@@ -265,10 +236,10 @@ class ChatService:
         customer's message stays, without a bot reply.
         """
         message = check_message(message, self.settings.max_message_chars)
-        conv_id, msg_id, turns, signals = self._begin(
-            message, conversation_id, channel, customer_ref, history, suggestion
-        )
-        if (held := self._held(conv_id, msg_id, signals)) is not None:
+        conv_id, msg_id, turns, signals, agent = self._begin(
+            message, conversation_id, channel, customer_ref, history, suggestion)
+        if agent is not None:
+            held = self._held(conv_id, msg_id, signals, agent)
             return ChatStream(conv_id, msg_id, iter([held]), signals)
         return ChatStream(conv_id, msg_id, self._stream(conv_id, message, turns, signals),
                           signals)
@@ -302,16 +273,19 @@ class ChatService:
     def _begin(self, message: str, conversation_id: str | None, channel: str,
                customer_ref: str | None, history: Sequence[Turn] | None,
                suggestion: str | None = None
-               ) -> tuple[str, str, list[Turn], Signals | None]:
+               ) -> tuple[str, str, list[Turn], Signals | None, str | None]:
         """Validate, find or open the conversation, read its history, read the message's
-        signals and commit the message with them (already checked by ``check_message``)."""
+        signals and commit the message with them (already checked by ``check_message``); while
+        a hand-over is open, the agent side is told in the same transaction. Returns the ids,
+        the history, the signals and who holds the conversation (None: the bot answers)."""
         if channel not in CHANNELS:
             raise InvalidRequestError(
                 f"channel must be one of {', '.join(CHANNELS)}, not {channel!r}", field="channel"
             )
-        if customer_ref is not None and len(customer_ref) > 200:
-            raise InvalidRequestError("customer_ref is longer than 200 characters",
-                                      field="customer_ref")
+        if customer_ref is not None and len(customer_ref) > CUSTOMER_REF_CHARS:
+            raise InvalidRequestError(
+                f"customer_ref is longer than {CUSTOMER_REF_CHARS} characters",
+                field="customer_ref")
         if suggestion is not None and not 0 < len(suggestion) <= 200:
             raise InvalidRequestError("suggestion.faq_id must be 1 to 200 characters",
                                       field="suggestion")
@@ -330,7 +304,7 @@ class ChatService:
                         "omit conversation_id to start a new one"
                     )
                 if found.status == "closed":  # the customer came back: the chat goes on
-                    pending = self._pending_handoff(connection, conversation_id)
+                    pending = find_open(connection, conversation_id)
                     connection.execute(update(Conversation)
                                        .where(Conversation.id == conversation_id)
                                        .values(status="handed_off" if pending else "open",
@@ -352,12 +326,10 @@ class ChatService:
                 **message_fields(signals))])
             if signals is not None:
                 connection.execute(rollup(conv_id, signals))
-        return conv_id, msg_id, turns, signals
-
-    def _stored_ref(self, customer_ref: str | None) -> str | None:
-        """The customer reference as stored: personal data pseudonymised, cut to the column."""
-        stored = self._redactor.pseudonymise(customer_ref)
-        return None if stored is None else stored[:200]
+            # A new conversation has no hand-over yet; anyone else's may have one open.
+            agent = customer_wrote(connection, conv_id, msg_id, stored) if conversation_id \
+                else None
+        return conv_id, msg_id, turns, signals, agent
 
     @staticmethod
     def _history(connection: Connection, conversation_id: str) -> list[Turn]:
@@ -390,14 +362,14 @@ class ChatService:
         msg_id = new_id()
         handoff = reply.route == Route.HANDOFF
         stored = logged_text(self._redactor, reply.text, "bot", route)
+        reason = self._redactor.redact_optional(reply.reason)  # also the hand-over's reason
         with self._writing() as connection:
             connection.execute(insert(Message), [dict(
                 id=msg_id, conversation_id=conv_id, role="bot", text=stored,
                 created_at=utcnow(), latency_ms=round(latency_ms, 3), route=route,
                 confidence=float(reply.confidence), model=reply.model,
                 index_version=reply.index_version or self.pipeline.index_version,
-                reason=self._redactor.redact_optional(reply.reason),
-                suggestions=",".join(s.faq_id for s in reply.suggestions) or None,
+                reason=reason, suggestions=",".join(s.faq_id for s in reply.suggestions) or None,
             )])
             if hits:
                 connection.execute(insert(RetrievalHit), [dict(
@@ -408,8 +380,8 @@ class ChatService:
                     rank=hit.rank or position, cited=hit.document.id in cited,
                 ) for position, hit in enumerate(hits, start=1)])
             if handoff:
-                self._open_handoff(connection, conv_id, reply.reason or "the bot handed over",
-                                   reply.priority)
+                open_handoff(connection, conv_id, reason or "the bot handed over",
+                             reply.priority)
         return ChatResult(conv_id, msg_id, reply, handoff, signals)
 
     # --- suggestions -------------------------------------------------------------------------
@@ -435,77 +407,35 @@ class ChatService:
 
         A second thumbs on the same message replaces the first (customers toggle them).
         """
-        if not message_id and not conversation_id:
-            raise InvalidRequestError("give message_id or conversation_id", field="message_id")
-        if rating is not None and rating not in RATINGS:
-            raise InvalidRequestError(f"rating must be 'up' or 'down', not {rating!r}",
-                                      field="rating")
-        if csat is not None and (isinstance(csat, bool) or not 1 <= int(csat) <= 5):
-            raise InvalidRequestError(f"csat must be a whole number from 1 to 5, not {csat!r}",
-                                      field="csat")
-        if comment is not None and len(comment) > self.settings.max_message_chars:
-            raise InvalidRequestError(
-                f"comment is longer than {self.settings.max_message_chars} characters",
-                field="comment",
-            )
-        if rating is None and csat is None and not (comment or "").strip():
-            raise InvalidRequestError("give a rating, a csat score or a comment", field="rating")
+        check_feedback(message_id=message_id, conversation_id=conversation_id, rating=rating,
+                       csat=csat, comment=comment, max_chars=self.settings.max_message_chars)
         with self._write_lock, self._sessions() as session:
-            if message_id:
-                msg = session.get(Message, message_id)
-                if msg is None:
-                    raise NotFoundError(f"message {message_id} does not exist")
-                if conversation_id and conversation_id != msg.conversation_id:
-                    raise InvalidRequestError(
-                        f"message {message_id} is not part of conversation {conversation_id}",
-                        field="conversation_id",
-                    )
-                conversation_id = msg.conversation_id
-            elif session.get(Conversation, conversation_id) is None:
-                raise NotFoundError(f"conversation {conversation_id} does not exist")
-            row = None
-            if message_id and rating is not None:
-                row = session.scalars(
-                    select(Feedback).where(Feedback.message_id == message_id,
-                                           Feedback.rating.is_not(None))
-                    .order_by(Feedback.created_at.desc()).limit(1)
-                ).first()
-            if row is None:
-                row = Feedback(id=new_id(), message_id=message_id,
-                               conversation_id=conversation_id, created_at=utcnow())
-                session.add(row)
-            if rating is not None:
-                row.rating = rating
-            if csat is not None:
-                row.csat = int(csat)
-            if comment is not None and comment.strip():
-                row.comment = self._redactor.redact(comment)
-            row.created_at = utcnow()
-            session.commit()
-            return row.id
+            return save_feedback(session, self._redactor, message_id=message_id,
+                                 conversation_id=conversation_id, rating=rating, csat=csat,
+                                 comment=comment)
 
     def handoff(self, *, conversation_id: str, reason: str = "",
                 priority: Priority | None = None) -> str:
         """Ask for a human: the conversation becomes handed_off; returns the Handoff id.
 
-        Asking again while a hand-over is pending returns the pending one. ``priority`` None:
-        ``high`` when the conversation's customer was frustrated, else ``normal``.
+        Asking again while a hand-over is open (waiting or claimed) returns that one.
+        ``priority`` None: ``high`` when the conversation's customer was frustrated, else
+        ``normal``.
         """
         if len(reason) > self.settings.max_message_chars:
-            raise InvalidRequestError("reason is too long", field="reason")
+            raise InvalidRequestError(
+                f"reason is longer than {self.settings.max_message_chars} characters",
+                field="reason")
         if priority is not None and priority not in PRIORITIES:
             raise InvalidRequestError(f"priority must be one of {', '.join(PRIORITIES)}",
                                       field="priority")
+        stored = self._redactor.redact(reason.strip()) or "customer asked for a human"
         with self._writing() as connection:
             if priority is None:
                 frustrated = connection.scalar(select(Conversation.frustrated)
                                                .where(Conversation.id == conversation_id))
                 priority = "high" if frustrated else "normal"
-            return self._open_handoff(
-                connection, conversation_id,
-                self._redactor.redact(reason.strip()) or "customer asked for a human",
-                priority,
-            )
+            return open_handoff(connection, conversation_id, stored, priority)
 
     def close(self, conversation_id: str) -> datetime:
         """The customer ended the chat: status ``closed`` and ``ended_at`` set; returns when it
@@ -524,107 +454,6 @@ class ChatService:
             connection.execute(update(Conversation).where(Conversation.id == conversation_id)
                                .values(status="closed", ended_at=ended))
             return ended
-
-    @staticmethod
-    def _pending_handoff(connection: Connection, conversation_id: str) -> str | None:
-        """The id of the conversation's unresolved hand-over, if there is one."""
-        pending = connection.scalars(
-            select(Handoff.id).where(Handoff.conversation_id == conversation_id,
-                                     Handoff.resolved_at.is_(None)).limit(1)
-        ).first()
-        return None if pending is None else str(pending)
-
-    @staticmethod
-    def _open_handoff(connection: Connection, conversation_id: str, reason: str,
-                      priority: Priority = "normal") -> str:
-        changed = connection.execute(
-            update(Conversation).where(Conversation.id == conversation_id)
-            .values(status="handed_off")
-        ).rowcount
-        if not changed:
-            raise NotFoundError(f"conversation {conversation_id} does not exist")
-        pending = ChatService._pending_handoff(connection, conversation_id)
-        if pending is not None:
-            if priority == "high":  # the customer grew frustrated while waiting: move it up
-                connection.execute(update(Handoff).where(Handoff.id == pending)
-                                   .values(priority="high"))
-            return pending
-        handoff_id = new_id()
-        connection.execute(insert(Handoff), [dict(
-            id=handoff_id, conversation_id=conversation_id, reason=reason,
-            requested_at=utcnow(), assigned_to=None, resolved_at=None, priority=priority)])
-        # The inbox, the agents' streams and the handoff.created webhook hear of it on commit.
-        record(connection, conversation_id, "handoff_created",
-               {"handoff_id": handoff_id, "reason": reason, "priority": priority})
-        return handoff_id
-
-    # --- reading the log ---------------------------------------------------------------------
-    def conversation(self, conversation_id: str) -> ConversationView:
-        with self._sessions() as session:
-            conv = session.scalars(
-                select(Conversation).where(Conversation.id == conversation_id).options(
-                    selectinload(Conversation.messages).selectinload(Message.hits),
-                    selectinload(Conversation.handoffs),
-                    selectinload(Conversation.feedback),
-                )
-            ).first()
-            if conv is None:
-                raise NotFoundError(f"conversation {conversation_id} does not exist")
-            return view_of(conv)
-
-    def find_conversation(self, *, customer_ref: str, channel: str = "api") -> str | None:
-        """The latest conversation of this customer on this channel that is not closed."""
-        with self._sessions() as session:
-            return session.scalars(
-                select(Conversation.id).where(
-                    Conversation.customer_ref == self._stored_ref(customer_ref),
-                    Conversation.channel == channel,
-                    Conversation.status != "closed",
-                ).order_by(Conversation.started_at.desc()).limit(1)
-            ).first()
-
-    def list_conversations(self, *, status: str | None = None, channel: str | None = None,
-                           since: datetime | None = None, until: datetime | None = None,
-                           q: str | None = None, limit: int = 50,
-                           offset: int = 0) -> list[ConversationSummary]:
-        """Newest first, filtered by status, channel, start time and text in any message."""
-        if not 1 <= limit <= 500:
-            raise InvalidRequestError("limit must be between 1 and 500", field="limit")
-        if offset < 0:
-            raise InvalidRequestError("offset must not be negative", field="offset")
-        where = conversation_filters(status, channel, since, until, q)
-        with self._sessions() as session:
-            convs = session.scalars(
-                select(Conversation).where(*where)
-                .order_by(Conversation.started_at.desc(), Conversation.id)
-                .limit(limit).offset(offset)
-            ).all()
-            return summarise(session, list(convs))
-
-    def count_conversations(self, *, status: str | None = None, channel: str | None = None,
-                            since: datetime | None = None, until: datetime | None = None,
-                            q: str | None = None) -> int:
-        where = conversation_filters(status, channel, since, until, q)
-        with self._sessions() as session:
-            return int(session.scalar(select(func.count(Conversation.id)).where(*where)) or 0)
-
-    def export(self, fmt: str = "jsonl", *, since: datetime | None = None,
-               until: datetime | None = None) -> Iterator[str]:
-        """Stream the log: CSV (one row per message) or JSONL (one conversation per line)."""
-        if fmt not in ("csv", "jsonl"):
-            raise InvalidRequestError(f"format must be csv or jsonl, not {fmt!r}", field="format")
-        return export_lines(self._sessions, fmt, to_utc(since), to_utc(until),
-                            redactor=self._redactor)
-
-    def stats(self, since: datetime | None = None) -> Stats:
-        with self._sessions() as session:
-            return compute_stats(session, to_utc(since))
-
-    def stats_series(self, since: date | None = None, until: date | None = None) -> StatsSeries:
-        """Daily statistics (UTC days, inclusive; the last 30 days by default)."""
-        first, last = window(since, until)
-        with self._sessions() as session:
-            return daily_stats(session, first, last)
 
     # --- admin -------------------------------------------------------------------------------
     def start_reindex(self, full: bool = False) -> ReindexStatus:

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import ColumnElement, Engine, case, func, select
 from sqlalchemy.orm import aliased
 
 from chatbot.conversations.models import Message, RetrievalHit
-from chatbot.conversations.views import UtcDatetime, to_utc
+from chatbot.conversations.views import ReadModel, UtcDatetime, to_utc
 from chatbot.errors import ChatbotError
 
 ANSWERED = ("faq", "generated")
@@ -41,11 +41,7 @@ UNCATEGORISED = "uncategorised"
 TOP_ENTRIES = 3  # knowledge entries named per topic
 
 
-class _View(BaseModel):
-    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
-
-
-class Topic(_View):
+class Topic(ReadModel):
     """A category of the knowledge base and the answered questions that fell into it."""
 
     topic: str = Field(description="The FAQ category (or 'uncategorised').")
@@ -59,7 +55,7 @@ class Topic(_View):
     entries: list[str] = Field(description="Its most answered knowledge entries (record ids).")
 
 
-class TopicReport(_View):
+class TopicReport(ReadModel):
     """Answered questions by topic, twice ranked, and the unanswered ones in total."""
 
     since: UtcDatetime | None

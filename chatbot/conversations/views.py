@@ -35,13 +35,16 @@ def to_utc(value: datetime | None) -> datetime | None:
 UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]
 
 
-class _View(BaseModel):
-    # Responses always carry every field, so the API schema marks defaulted ones required too.
+class ReadModel(BaseModel):
+    """The base of every read model (here, the agent desk's, the learning loop's): frozen,
+    built from ORM rows or Core rows by attribute, and, since responses always carry every
+    field, with defaulted fields marked required in the API schema too."""
+
     model_config = ConfigDict(frozen=True, from_attributes=True,
                               json_schema_serialization_defaults_required=True)
 
 
-class Source(_View):
+class Source(ReadModel):
     """A numbered source shown under an answer (n matches the [n] citations)."""
 
     n: int = Field(description="Citation number, as in [n] in the reply.")
@@ -69,7 +72,7 @@ def sources(reply: Reply) -> list[Source]:
     return result
 
 
-class HitView(_View):
+class HitView(ReadModel):
     """A document retrieval returned for a bot message; cited marks the reply's sources."""
 
     document_id: str
@@ -83,7 +86,7 @@ class HitView(_View):
     cited: bool
 
 
-class TranscriptMessage(_View):
+class TranscriptMessage(ReadModel):
     """A message as the customer sees it in their own transcript."""
 
     id: str
@@ -111,7 +114,7 @@ class MessageView(TranscriptMessage):
     cues: str | None = None  # comma-separated cue names
 
 
-class HandoffView(_View):
+class HandoffView(ReadModel):
     id: str
     reason: str
     requested_at: UtcDatetime
@@ -124,7 +127,7 @@ class HandoffView(_View):
     claimed_at: UtcDatetime | None = None
 
 
-class FeedbackView(_View):
+class FeedbackView(ReadModel):
     id: str
     message_id: str | None
     rating: str | None
@@ -133,7 +136,7 @@ class FeedbackView(_View):
     created_at: UtcDatetime
 
 
-class Transcript(_View):
+class Transcript(ReadModel):
     """A conversation as its customer may see it: no customer reference, hits or reasons."""
 
     id: str
@@ -164,7 +167,7 @@ class ConversationView(Transcript):
     feedback: tuple[FeedbackView, ...]
 
 
-class ConversationSummary(_View):
+class ConversationSummary(ReadModel):
     """A row of the conversation browser."""
 
     id: str
@@ -179,7 +182,7 @@ class ConversationSummary(_View):
     frustrated: bool = False  # a customer message in it was frustrated
 
 
-class Stats(_View):
+class Stats(ReadModel):
     """Statistics over the conversations (and messages) since a time, all time when ``since``
     is null. A rate is null when its denominator is zero."""
 
@@ -207,7 +210,7 @@ class Stats(_View):
     since: datetime | None = None
 
 
-class StatsDay(_View):
+class StatsDay(ReadModel):
     """One day of the statistics time series (UTC days, by conversation start)."""
 
     day: date
@@ -218,7 +221,7 @@ class StatsDay(_View):
     frustrated_rate: float | None
 
 
-class StatsSeries(_View):
+class StatsSeries(ReadModel):
     """Daily statistics from ``since`` to ``until`` (both UTC days, inclusive); every day is
     present, with zero conversations and null rates when nothing happened."""
 

@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, insert, select, update
 
 from chatbot.config import Settings, mask_url
 from chatbot.conversations.events import Event
 from chatbot.conversations.models import WebhookDelivery, new_id, utcnow
-from chatbot.conversations.views import UtcDatetime
+from chatbot.conversations.views import ReadModel, UtcDatetime
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +46,8 @@ MAX_BACKOFF_S = 3600.0
 ERROR_CHARS = 500
 
 
-class DeliveryView(BaseModel):
+class DeliveryView(ReadModel):
     """A row of the admin's webhook log (the URL without its secret path)."""
-
-    model_config = ConfigDict(frozen=True, from_attributes=True)
 
     id: str
     event: str

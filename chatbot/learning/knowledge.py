@@ -26,7 +26,7 @@ from chatbot.config import Settings, mask_database_url
 from chatbot.conversations.engine import make_engine, make_sessionmaker, unavailable
 from chatbot.conversations.models import FaqSuggestion
 from chatbot.errors import ConfigError
-from chatbot.learning.suggestions import phrasings
+from chatbot.learning.suggestions import APPROVED, phrasings
 from chatbot.retrieval.index import ReindexReport, reindex
 from chatbot.types import Document
 
@@ -67,7 +67,7 @@ def approved_additions(engine: Engine) -> Additions:
         return Additions()
     with make_sessionmaker(engine)() as session:
         rows = session.scalars(
-            select(FaqSuggestion).where(FaqSuggestion.status.in_(("approved", "merged_into_faq")))
+            select(FaqSuggestion).where(FaqSuggestion.status.in_(APPROVED))
             .order_by(FaqSuggestion.approved_at, FaqSuggestion.id)
             .options(selectinload(FaqSuggestion.sources))).all()
         documents = tuple(document_of(row) for row in rows if row.status == "approved")

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from chatbot.conversations.jobs import ReindexStatus
-from chatbot.conversations.views import UtcDatetime
+from chatbot.conversations.views import ReadModel, UtcDatetime
 
 
-class _View(BaseModel):
-    model_config = ConfigDict(frozen=True, from_attributes=True,
-                              json_schema_serialization_defaults_required=True)
-
-
-class SuggestionSource(_View):
+class SuggestionSource(ReadModel):
     """A customer question behind a suggestion and the agent's answer to it."""
 
     conversation_id: str
@@ -29,7 +24,7 @@ class SuggestionSource(_View):
     created_at: UtcDatetime
 
 
-class Suggestion(_View):
+class Suggestion(ReadModel):
     """A suggested FAQ in the review queue. ``phrasings`` are the distinct customer questions
     behind it (they become the entry's alternatives, or the linked FAQ's new phrasings)."""
 
@@ -50,7 +45,7 @@ class Suggestion(_View):
     sources: list[SuggestionSource]
 
 
-class Review(_View):
+class Review(ReadModel):
     """A suggestion after the admin's action, and the re-index it started (None: the index is
     not affected, e.g. a pending suggestion edited or rejected)."""
 
@@ -58,14 +53,14 @@ class Review(_View):
     reindex: ReindexStatus | None
 
 
-class SuggestionPage(_View):
+class SuggestionPage(ReadModel):
     total: int
     limit: int
     offset: int
     items: list[Suggestion]
 
 
-class GapTopic(_View):
+class GapTopic(ReadModel):
     """A cluster of questions the bot could not answer, labelled by its most typical one."""
 
     rank: int
@@ -81,7 +76,7 @@ class GapTopic(_View):
     last_at: UtcDatetime
 
 
-class GapReport(_View):
+class GapReport(ReadModel):
     """Unanswered questions clustered by topic, most asked first."""
 
     since: datetime | None

@@ -13,6 +13,7 @@ whose failed sign-ins are used up, then count a wrong token as one more.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import anyio
@@ -94,9 +95,7 @@ def _client(request: Request) -> str:
 async def _count(request: Request, kind: str, client: str) -> float | None:
     """One request of ``client`` against ``kind``: None when allowed, else the seconds to wait."""
     limiter: RateLimiter = request.app.state.limiter
-    if limiter.remote:  # a Redis round trip: not on the event loop
-        return await anyio.to_thread.run_sync(limiter.hit, kind, client)
-    return limiter.hit(kind, client)
+    return await _ask(limiter, limiter.hit, kind, client)
 
 
 async def _limit(request: Request, kind: str) -> str:
@@ -111,9 +110,15 @@ async def _limit(request: Request, kind: str) -> str:
 async def _refuse_if_locked_out(request: Request, client: str) -> None:
     """429 while the client's failed sign-ins are used up, whatever token it sends now."""
     limiter: RateLimiter = request.app.state.limiter
-    if limiter.remote:
-        wait = await anyio.to_thread.run_sync(limiter.blocked, "sign_in", client)
-    else:
-        wait = limiter.blocked("sign_in", client)
+    wait = await _ask(limiter, limiter.blocked, "sign_in", client)
     if wait is not None:
         raise RateLimited(wait)
+
+
+async def _ask(limiter: RateLimiter, check: Callable[[str, str], float | None], kind: str,
+               client: str) -> float | None:
+    """``check(kind, client)``, in a worker thread when the limiter's storage is remote (a
+    Redis round trip must not block the event loop)."""
+    if limiter.remote:
+        return await anyio.to_thread.run_sync(check, kind, client)
+    return check(kind, client)

@@ -25,7 +25,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from limits import RateLimitItem, RateLimitItemPerMinute
@@ -101,25 +101,22 @@ class RateLimiter:
     def hit(self, kind: str, client: str) -> float | None:
         """Count one request of ``client`` against ``kind``; None when it is allowed, else the
         seconds until one will be."""
-        item = self.items.get(kind)
-        if item is None:
-            return None
-        try:
-            if self._limiter.hit(item, client):
-                return None
-            return self._wait(item, client)
-        except StorageError as error:
-            self._storage_failed(error)
-            return None
+        return self._check(self._limiter.hit, kind, client)
 
     def blocked(self, kind: str, client: str) -> float | None:
         """Without counting: None when ``client`` has ``kind`` left, else the seconds to wait
         (a sign-in is refused while its failures are used up)."""
+        return self._check(self._limiter.test, kind, client)
+
+    def _check(self, allowed: Callable[[RateLimitItem, str], bool], kind: str,
+               client: str) -> float | None:
+        """``allowed(item, client)`` (the limiter's hit or test) as seconds to wait, None when
+        allowed; a limit that is off, or storage that fails, lets the request through."""
         item = self.items.get(kind)
         if item is None:
             return None
         try:
-            if self._limiter.test(item, client):
+            if allowed(item, client):
                 return None
             return self._wait(item, client)
         except StorageError as error:

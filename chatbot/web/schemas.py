@@ -152,7 +152,7 @@ class AgentReplyRequest(BaseModel):
 
 class AgentActionResponse(BaseModel):
     conversation_id: str
-    status: Literal["claimed", "handed_back", "resolved"]
+    status: Literal["handed_back", "resolved"]
     agent: str
 
 

@@ -27,6 +27,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chatbot.conversations.events import READ_LIMIT, EventBus
 from chatbot.conversations.service import ChatResult, ChatStream
+from chatbot.errors import InvalidRequestError
 from chatbot.web.schemas import MAX_INT
 
 PING_S = 15
@@ -53,8 +54,6 @@ def resume_from(last_event_id: str | None, after: int | None) -> int:
     EventSource sends), else ``?after=``, else 0 (from the start)."""
     if last_event_id and last_event_id.strip():
         if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_INT:
-            from chatbot.errors import InvalidRequestError
-
             raise InvalidRequestError("Last-Event-ID must be an event id (a whole number)",
                                       field="last_event_id")
         return int(last_event_id)

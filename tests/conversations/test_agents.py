@@ -137,6 +137,12 @@ def test_while_a_person_has_it_the_bot_stays_silent(service: ChatService) -> Non
     assert [m.role for m in messages[-2:]] == ["customer", "customer"]  # logged, no bot reply
     seen = [e for e in service.events.read(conv) if e.type == "customer_message"]
     assert [e.data["text"] for e in seen][-2:] == ["are you there?", "hello?"]
+    # The agent side hears every message while the hand-over is open, waiting or claimed,
+    # each with the id of the logged message.
+    assert [e.data["text"] for e in seen] == [
+        "How long does shipping take?", "are you there?", "hello?"]
+    assert [e.data["message_id"] for e in seen[1:]] == [result.message_id,
+                                                        stream.customer_message_id]
 
 
 def test_agent_replies_are_logged_with_the_name_and_reach_the_customer_stream(

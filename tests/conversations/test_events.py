@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 from dbfixtures import database_url, migrated_engine  # noqa: F401
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, text
+from sqlalchemy.exc import OperationalError
 
 from chatbot.config import Settings
-from chatbot.conversations.engine import make_engine
+from chatbot.conversations.engine import make_engine, unavailable
 from chatbot.conversations.events import (
     CUSTOMER_EVENTS,
     Event,
@@ -70,6 +71,48 @@ def test_handlers_run_after_commit_and_never_on_rollback(bus: EventBus) -> None:
         event_id = record(connection, conv, "agent_message", {"text": "hello"})
         assert seen == []  # not before the commit
     assert [(e.id, e.data["text"]) for e in seen] == [(event_id, "hello")]
+
+
+@pytest.fixture
+def postgres_bus(settings: Settings, postgres_url: str) -> Iterator[EventBus]:
+    """A bus on a fresh, migrated PostgreSQL schema."""
+    from chatbot.conversations.engine import upgrade
+    from dbfixtures import create_schema, drop_schema, postgres_schema_url
+
+    schema = create_schema(postgres_url)
+    url = postgres_schema_url(postgres_url, schema)
+    engine = make_engine(url)
+    upgrade(url, engine=engine)
+    bus = EventBus(engine, settings)
+    try:
+        yield bus
+    finally:
+        bus.close()
+        engine.dispose()
+        drop_schema(postgres_url, schema)
+
+
+@pytest.mark.postgres
+def test_a_dropped_connection_raises_the_database_error(postgres_bus: EventBus) -> None:
+    """The server drops the connection mid-transaction (as a database restart does): what comes
+    out is the driver's error (the edges answer it with 503), not an error of the cleanup
+    hiding it, and nothing is delivered."""
+    bus = postgres_bus
+    conv = new_conversation(bus.engine)
+    seen: list[Event] = []
+    bus.on_event(seen.append)
+    with pytest.raises(OperationalError) as raised, \
+            bus.transaction(contextlib.nullcontext()) as connection:
+        record(connection, conv, "agent_message", {"text": "lost with the connection"})
+        pid = connection.scalar(text("SELECT pg_backend_pid()"))
+        with bus.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        connection.execute(text("SELECT 1"))
+    assert raised.value.connection_invalidated
+    assert unavailable(raised.value) is not None
+    assert seen == [] and bus.read(conv) == []
+    # The pool replaces the dropped connection: the next transaction works.
+    assert bus.emit(conv, "agent_message", {"text": "after"}) > 0
 
 
 def test_a_follower_gets_the_backlog_then_live_events(bus: EventBus) -> None:

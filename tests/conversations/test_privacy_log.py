@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from dbfixtures import database_url, migrated_engine  # noqa: F401
@@ -20,6 +22,7 @@ from chatbot.config import Settings
 from chatbot.conversations.engine import make_sessionmaker
 from chatbot.conversations.models import Conversation, Feedback, Handoff, Message
 from chatbot.conversations.service import ChatService
+from chatbot.types import Reply, Route, Signals, Turn
 
 CARD, EMAIL, PHONE = "4111 1111 1111 1111", "jane.doe@example.com", "+1 415 555 2671"
 SECRET = f"my card {CARD}, email {EMAIL}, phone {PHONE}: how long is delivery?"
@@ -59,6 +62,27 @@ def test_feedback_comments_and_handoff_reasons_are_redacted(
     service.handoff(conversation_id=cid, reason=f"write to {EMAIL}")
     assert _rows(migrated_engine, Feedback, "comment") == [("call me back on [phone]",)]
     assert _rows(migrated_engine, Handoff, "reason") == [("write to [email]",)]
+
+
+class QuotingHandOver(StandInPipeline):
+    """Hands over with a reason that quotes the customer (as a policy's reason could)."""
+
+    def answer(self, question: str, history: Sequence[Turn] = (),
+               signals: Signals | None = None) -> Reply:
+        reply = super().answer(question, history, signals)
+        return replace(reply, route=Route.HANDOFF, reason=f"customer wrote: {question}")
+
+
+def test_a_hand_over_reason_quoting_the_customer_is_redacted_everywhere(
+        settings: Settings, migrated_engine: Engine) -> None:  # noqa: F811
+    service = ChatService(settings, QuotingHandOver(), migrated_engine)
+    cid = service.chat(SECRET).conversation_id
+    expected = f"customer wrote: {REDACTED}"
+    assert [r for role, r in _rows(migrated_engine, Message, "role", "reason")
+            if role == "bot"] == [expected]
+    assert _rows(migrated_engine, Handoff, "reason") == [(expected,)]
+    (created,) = [e for e in service.events.read(cid) if e.type == "handoff_created"]
+    assert created.data["reason"] == expected  # what the inbox and the webhooks get
 
 
 def test_a_pseudonymised_reference_still_finds_its_conversation(service: ChatService) -> None:

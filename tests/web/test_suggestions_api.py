@@ -102,7 +102,11 @@ def test_a_click_is_logged_and_counted_in_the_statistics(
     assert stats["suggestion_click_rate"] == 0.5
 
 
-def test_a_bad_suggestion_field_is_a_422(client: TestClient) -> None:
+def test_a_bad_suggestion_field_is_a_422(client: TestClient,
+                                         migrated_engine: Engine) -> None:  # noqa: F811
     response = client.post("/api/v1/chat", json={"message": "hello",
                                                  "suggestion": {"faq_id": ""}})
     assert response.status_code == 422
+    assert response.json()["field"] == "suggestion.faq_id"  # says which field
+    with migrated_engine.connect() as connection:  # and nothing was logged
+        assert connection.execute(select(Message.id)).all() == []
