@@ -39,6 +39,11 @@ class ModelError(ChatbotError):
     """A model could not be found or loaded (offline, wrong path, missing package)."""
 
 
+class EncoderBusyError(ModelError):
+    """The embedding queue stayed full (``chatbot.retrieval.batching``): the server is over
+    capacity; retry shortly. A ``ModelError``, so the API answers 503."""
+
+
 class GenerationError(ChatbotError):
     """The generator failed (HTTP backend down after retries, model crashed)."""
 

@@ -24,12 +24,13 @@ PRIORITIES: tuple[Priority, ...] = ("normal", "high")
 class Turn:
     """One message of a conversation. ``route`` is set on bot turns the pipeline produced;
     ``faq_id`` on the ones that answered from an FAQ (its first cited FAQ), so suggestions skip
-    what was already answered. It takes no part in equality: a turn is its role and text."""
+    what was already answered. Both are part of the turn: turns that differ in them lead to
+    different replies, so they are not equal."""
 
     role: Role
     text: str
     route: str | None = None
-    faq_id: str | None = field(default=None, compare=False)
+    faq_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,11 @@ class AnswerPipeline(Protocol):
 
     def reload(self) -> None:
         """Switch to the active index version if it changed since it was loaded."""
+        ...
+
+    def close(self) -> None:
+        """Stop what serving started (the embedder's micro-batching worker, the generator's
+        connections); called on shutdown. The pipeline stays usable."""
         ...
 
     def read_signals(self, question: str, history: Sequence[Turn] = ()) -> Signals | None:

@@ -36,7 +36,7 @@ from chatbot.answering import grounding, prompt
 from chatbot.answering import policy as pol
 from chatbot.config import Settings
 from chatbot.errors import ConfigError, IngestError
-from chatbot.retrieval.embed import Embedder
+from chatbot.retrieval.embed import Embedder, ReusingEmbedder
 from chatbot.types import Document, Hit, Route
 
 LabelOf = Callable[[Hit], str]
@@ -44,31 +44,9 @@ MIN_ANSWERED = 10  # a precision over fewer answered questions is noise
 MAX_FOLDS = 3  # held-out alternatives per FAQ; each fold is one throw-away index build
 
 
-class CachingEmbedder:
-    """Wraps an Embedder and remembers every vector, so the per-fold index builds embed each
-    phrasing once. Same interface as ``chatbot.retrieval.embed.Embedder``."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self.model_name = inner.model_name
-        self._vectors: dict[str, np.ndarray] = {}
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    def encode(self, texts: Sequence[str], *, batch_size: int | None = None,
-               progress: bool = False) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
-        if missing:
-            fresh = self.inner.encode(missing, batch_size=batch_size, progress=progress)
-            self._vectors.update(zip(missing, fresh, strict=True))
-        if not texts:
-            return self.inner.encode([])
-        return np.stack([self._vectors[t] for t in texts])
-
-    def encode_query(self, text: str) -> np.ndarray:
-        return self.inner.encode_query(text)
+# The per-fold index builds embed each phrasing once through one ``ReusingEmbedder``; this older
+# name stays for bench/bench_answers.py, which imports it.
+CachingEmbedder = ReusingEmbedder
 
 
 def read_out_of_scope(path: Path) -> list[str]:
@@ -243,18 +221,18 @@ def calibrate(settings: Settings, *, embedder: Embedder | None = None, progress:
     if not folds:
         raise ConfigError(f"no FAQ in {kb} has alternative phrasings: calibration needs them "
                           "as held-out in-scope questions (add some in the alternatives column)")
-    cached = CachingEmbedder(embedder or Embedder(settings))
+    cached = ReusingEmbedder(embedder or Embedder(settings))  # each phrasing embedded once
     k = max(settings.top_k, prompt.MAX_SOURCES)
     in_hits: list[list[Hit]] = []
     in_labels: list[str] = []
     in_texts: list[str] = []
     for j, (docs, held) in enumerate(folds):
-        retriever = Retriever.from_documents(docs, settings, cached)  # type: ignore[arg-type]
+        retriever = Retriever.from_documents(docs, settings, cached)
         in_hits += search_all(retriever, [q for q, _ in held], k=k, desc=f"fold {j + 1}",
                               progress=progress)
         in_labels += [r for _, r in held]
         in_texts += [q for q, _ in held]
-    full = Retriever.from_documents(documents, settings, cached)  # type: ignore[arg-type]
+    full = Retriever.from_documents(documents, settings, cached)
     out_hits = search_all(full, oos, k=k, desc="out of scope", progress=progress)
 
     def label_of(hit: Hit) -> str:

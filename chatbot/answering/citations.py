@@ -33,6 +33,7 @@ from chatbot.types import Hit
 _RUN = re.compile(r"(?:\s*" + prompt.CITATION.pattern + ")+")
 _ONE = re.compile(r"(\s*)" + prompt.CITATION.pattern)
 
+
 def visible(hit: Hit) -> bool:
     """Whether a customer may be shown this source: only the company's approved FAQ entries."""
     return hit.document.kind == "faq"

@@ -35,10 +35,11 @@ MIN_CONTENT_WORDS = 2  # shorter sentences ("Happy to help!") carry no claim to 
 _PROMPT_ECHO = re.compile(r"(^|\n|\]\s*)(Q|A):", re.IGNORECASE)
 _VALID_CITATION = "\x00cite{}"  # vocabulary marker of a citable source number
 
-# A sentence ends after . ! or ? plus any citations that follow it ("... days. [1]"), or before a
-# line break; either way only once the next whitespace has arrived (that whitespace starts the
-# next sentence, so released text never ends in a space).
-_SENTENCE_END = re.compile(rf"(?:(?<=[.!?])(?:\s*{prompt.CITATION.pattern})*|(?=\n))(?=\s)")
+# A sentence ends after . ! or ? plus any citations that follow it ("... days. [1]"), or before
+# the spaces and line break that end a line; either way only once the next whitespace has
+# arrived. That whitespace starts the next sentence, so no sentence ends in whitespace.
+_SENTENCE_END = re.compile(
+    rf"(?:(?<=[.!?])(?:\s*{prompt.CITATION.pattern})*|(?<!\s)(?=[^\S\n]*\n))(?=\s)")
 # What may still grow into more citations of the sentence before it: whitespace, whole markers
 # and the start of one ("[", "[1"). A boundary followed only by this is not final while streaming.
 _OPEN_CITATIONS = re.compile(rf"(?:\s*{prompt.CITATION.pattern})*\s*(?:\[\d{{0,2}})?")
@@ -185,12 +186,11 @@ class SentenceGate:
         if self.closed:
             return []
         out = self._drain(final=True)
-        rest, self._buffer = self._buffer, ""
+        rest, self._buffer = self._buffer.rstrip(), ""  # no claim hides in trailing whitespace
         if rest.strip() and not self.closed:
             out += self._judge(rest)
         if self.claims and self._pending and not self.closed:
             # Trailing citations or a closing courtesy after supported claims are fine.
-            self._pending[-1] = self._pending[-1].rstrip()
             out += self._pending
             self.released += self._pending
             self._pending = []
@@ -202,8 +202,8 @@ class SentenceGate:
             end = next_boundary(self._buffer, final=final)
             if end is None:
                 break
-            # The whitespace after a sentence starts the next piece, so released text never
-            # ends in a space and the streamed pieces join to exactly ``text``.
+            # The whitespace after a sentence starts the next piece, so no released piece
+            # ends in whitespace and the streamed pieces join to exactly ``text``.
             sentence, self._buffer = self._buffer[:end], self._buffer[end:]
             out += self._judge(sentence)
         return out

@@ -18,14 +18,18 @@ past dialogue is dropped and the others are numbered as the list under the answe
 Suggestions (``Reply.suggestions``, ``CHATBOT_SUGGESTIONS`` of them): after an FAQ or generated
 answer the questions customers ask next (``chatbot.answering.suggest``) about the first FAQ it
 cites, never one answered earlier in the conversation (``Turn.faq_id``); after a fallback the
-most asked questions; none after a hand-over. Their statistics take about a minute to build, so
-serving builds them in the background (``warm_up_suggestions``) and replies carry none until
-then; a new index version is rebuilt the same way while the old statistics keep serving.
+most asked questions; none after a hand-over. Their statistics take tens of seconds to build,
+so serving builds them in the background (``warm_up_suggestions``) and replies carry none until
+then; a new index version is rebuilt the same way while the old statistics keep serving, from
+the vectors the index and the previous statistics already hold (only new texts are embedded).
+A rebuild that fails is not retried for the same index version.
+
+``close()`` stops what serving started (the embedder's micro-batching worker, the HTTP
+generator's connections); the server calls it on shutdown.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -37,6 +41,7 @@ from chatbot.answering.citations import CustomerCitations, visible_sources
 from chatbot.answering.grounding import SentenceGate
 from chatbot.answering.inputs import check_message
 from chatbot.answering.policy import Decision, Policy, Thresholds
+from chatbot.answering.privacy import Redactor
 from chatbot.answering.signals import SignalReader
 from chatbot.config import Settings
 from chatbot.errors import GenerationError, InvalidRequestError, ModelError
@@ -57,10 +62,13 @@ class Pipeline:
         self.generator = generator
         self.policy = policy
         self.signals = signals  # None: signals off, every customer is treated as calm
+        # Past dialogues in a prompt: every kind redacted, configured patterns included.
+        self._redactor = Redactor.from_settings(settings, verbatim=False)
         # (index version, warm Suggester): None until warm_up_suggestions() has built one.
         self._suggester: tuple[str | None, Any] | None = None
         self._suggester_lock = threading.Lock()
         self._suggester_building = False
+        self._suggester_tried: str | None = None  # the index version of the last rebuild
 
     # --- lifecycle ------------------------------------------------------------------------------
     @property
@@ -103,6 +111,15 @@ class Pipeline:
     def reload(self) -> None:
         self.retriever.reload()
 
+    def close(self) -> None:
+        """Stop the embedder's micro-batching worker and close the HTTP generator's connections
+        (server shutdown); the pipeline stays usable and starts them again when asked."""
+        embedder = getattr(self.retriever, "embedder", None)  # stand-in retrievers have none
+        for stage in (embedder, self.generator):
+            close = getattr(stage, "close", None)  # the in-process generator holds no sockets
+            if close is not None:
+                close()
+
     # --- suggestions ----------------------------------------------------------------------------
     def warm_up_suggestions(self) -> bool:
         """Build the suggestion statistics of the loaded index (slow: it maps every dialogue
@@ -113,9 +130,13 @@ class Pipeline:
         from chatbot.answering.suggest import Suggester  # loads retrieval: only when used
 
         try:
+            documents = list(self.retriever.documents)  # loads the index: then its version
             version = self.index_version
+            known = self.retriever.phrasing_vectors()  # every FAQ question and dialogue turn
+            if self._suggester is not None:  # and the FAQ answers the last build embedded
+                known = {**self._suggester[1].answer_vectors, **known}
             suggester = Suggester(self.settings, embedder=self.retriever.embedder,
-                                  documents=list(self.retriever.documents))
+                                  documents=documents, known_vectors=known)
             suggester.warm_up()
         except Exception:  # no suggestions is better than no answers
             log.warning("suggestions not built", exc_info=True)
@@ -126,15 +147,17 @@ class Pipeline:
 
     def _warm_suggester(self) -> Any:
         """The built Suggester, or None while there is none (never built here, on a request:
-        that takes a minute). A new index version starts a rebuild in the background; the old
-        statistics answer until it is done."""
+        that takes tens of seconds). A new index version starts one rebuild in the background
+        (one at a time, one try per version); the old statistics answer until it is done."""
         current = self._suggester
         if current is None or self.settings.suggestions <= 0:
             return None
-        if current[0] != self.index_version:
+        version = self.index_version
+        if current[0] != version:
             with self._suggester_lock:
-                start = not self._suggester_building
-                self._suggester_building = True
+                start = not self._suggester_building and self._suggester_tried != version
+                if start:
+                    self._suggester_building, self._suggester_tried = True, version
             if start:
                 threading.Thread(target=self._rebuild_suggestions, name="suggestions",
                                  daemon=True).start()
@@ -222,21 +245,20 @@ class Pipeline:
             yield self._reply(decision, hits, started, extra, model=None, history=history)
             return
 
-        gate = SentenceGate(decision.sources, thresholds.support, question)
-        framed = _Frame(decision.before)
-        shown = CustomerCitations(decision.sources)  # [n] as the customer sees the sources
-        messages = prompt.build_messages(question, decision.sources, history)
+        release = _Release(decision, thresholds.support, question)
+        messages = prompt.build_messages(question, decision.sources, history,
+                                         redactor=self._redactor)
         failure = None
         result = None
         generation = None
         try:
             generation = self.generator.stream(messages)
             for delta in generation:
-                yield from framed(shown.rewrite(gate.feed(delta)))
-                if gate.closed:
+                yield from release.feed(delta)
+                if release.gate.closed:
                     break  # the rest would be cut anyway
             else:
-                yield from framed(shown.rewrite(gate.finish()))
+                yield from release.finish()
             result = generation.result
         except (GenerationError, ModelError) as error:  # down, slow, crashed: the fallback
             log.exception("generation failed; falling back")
@@ -249,19 +271,18 @@ class Pipeline:
             extra.update(tokens=float(result.tokens), tokens_per_s=round(result.tokens_per_s, 2),
                          first_token_ms=round(result.first_token_ms, 1),
                          prompt_tokens=float(result.prompt_tokens))
-        final = self._after_generation(decision, gate, history, failure)
-        if final.route == Route.GENERATED:  # the text as it streamed, with the shown citations
-            final = dataclasses.replace(final, text=final.before + shown.text + final.after)
+        final = self._after_generation(decision, release, history, failure)
+        assert final.text is not None
         if final.route != Route.GENERATED:
-            assert final.text is not None
             yield final.text
         elif final.after:
             yield final.after  # the offer of a person, after the whole answer
         yield self._reply(final, hits, started, extra, model=self.generator.name,
                           history=history)
 
-    def _after_generation(self, decision: Decision, gate: SentenceGate,
+    def _after_generation(self, decision: Decision, release: _Release,
                           history: Sequence[Turn], failure: str | None) -> Decision:
+        gate = release.gate
         if gate.claims == 0:
             note = (f"generator failed ({failure})" if failure else
                     f"first claim not supported by the sources: {gate.rejected!r}"
@@ -272,7 +293,8 @@ class Pipeline:
             note = f"generator failed mid-answer ({failure}); kept the supported part"
         else:
             note = ""
-        return self.policy.finish_generated(decision, gate.text, gate.claims, history, note)
+        return self.policy.finish_generated(decision, gate.text, gate.claims, history, note,
+                                            shown=release.text)
 
     def _reply(self, decision: Decision, hits: tuple[Hit, ...], started: float,
                extra: dict[str, float], model: str | None,
@@ -290,19 +312,36 @@ class Pipeline:
         )
 
 
-class _Frame:
-    """Streams ``before`` (a frustrated customer's acknowledgement) ahead of the first piece the
-    support gate releases, not earlier: an answer the gate rejects becomes a fallback, whose
-    text must not follow an acknowledgement already shown."""
+class _Release:
+    """What the customer sees of a generated answer as it streams, in one place: the support
+    gate releases checked sentences (``grounding.SentenceGate``), their [n] markers become the
+    numbers of the sources the customer is shown (``citations.CustomerCitations``), and a
+    frustrated customer's acknowledgement (``Decision.before``) goes ahead of the first piece
+    shown, not earlier: an answer the gate rejects becomes a fallback, whose text must not
+    follow an acknowledgement already shown."""
 
-    def __init__(self, before: str) -> None:
-        self.before = before
+    def __init__(self, decision: Decision, support: float, question: str) -> None:
+        self.gate = SentenceGate(decision.sources, support, question)
+        self._citations = CustomerCitations(decision.sources)
+        self._before = decision.before
 
-    def __call__(self, pieces: list[str]) -> Iterator[str]:
-        if pieces and self.before:
-            yield self.before
-            self.before = ""
-        yield from pieces
+    @property
+    def text(self) -> str:
+        """The answer shown so far (the acknowledgement aside)."""
+        return self._citations.text
+
+    def feed(self, delta: str) -> list[str]:
+        return self._show(self.gate.feed(delta))
+
+    def finish(self) -> list[str]:
+        return self._show(self.gate.finish())
+
+    def _show(self, released: list[str]) -> list[str]:
+        pieces = [piece for piece in self._citations.rewrite(released) if piece]
+        if pieces and self._before:
+            pieces.insert(0, self._before)
+            self._before = ""
+        return pieces
 
 
 def build_pipeline(settings: Settings, *, retriever: Any = None, generator: Generator | None = None,

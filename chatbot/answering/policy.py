@@ -220,10 +220,14 @@ class Policy:
         return self._fallback(reason, top, history, signals=signals)
 
     def finish_generated(self, decision: Decision, text: str, claims: int,
-                         history: Sequence[Turn] = (), note: str = "") -> Decision:
+                         history: Sequence[Turn] = (), note: str = "", *,
+                         shown: str | None = None) -> Decision:
         """The generated answer after the support gate (``grounding.SentenceGate``): kept when
         it carries at least one supported claim (framed by ``decision.before``/``after``), else
-        replaced by a fallback. ``note`` says what the gate cut or why nothing passed."""
+        replaced by a fallback. ``note`` says what the gate cut or why nothing passed. The
+        sources are the ones ``text`` cites (numbered as in the prompt); the reply's text is
+        ``shown``, the same answer as the customer saw it (``chatbot.answering.citations``),
+        when given."""
         if claims == 0 or not text.strip():
             return self._fallback(f"generated answer rejected: {note or 'no supported claim'}",
                                   decision.confidence, history, text=prompt.UNSUPPORTED_TEXT,
@@ -232,8 +236,9 @@ class Policy:
         reason = f"{decision.reason}; {claims} claim(s) supported by the sources"
         if note:
             reason += f"; {note}"
+        answer = text if shown is None else shown
         return Decision(Route.GENERATED, reason, decision.confidence,
-                        tuple(cited) or decision.sources, decision.before + text + decision.after,
+                        tuple(cited) or decision.sources, decision.before + answer + decision.after,
                         before=decision.before, after=decision.after, signals=decision.signals)
 
     def _handoff(self, reason: str, confidence: float, signals: Signals | None, *,

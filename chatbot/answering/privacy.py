@@ -288,7 +288,7 @@ class Redactor:
         return self._replace(text, pseudonym)
 
     def _replace(self, text: str, replacement: _Replacement) -> str:
-        if not text:
+        if not text or self.keep.issuperset(self.kinds):  # nothing to replace: find nothing
             return text
         out: list[str] = []
         last = 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from chatbot.answering.privacy import redact
+from chatbot.answering.privacy import DEFAULT, Redactor
 from chatbot.generation.base import Message
 from chatbot.types import Hit, Turn
 
@@ -39,9 +39,12 @@ UNSUPPORTED_TEXT = (
 # A hand-over's own sentences say nothing about WHEN a person answers: the conversation service
 # adds one of the availability sentences below, chosen from the support hours and whether an
 # agent is signed in (``chatbot.conversations.availability``), so the promise is always true.
+# Nor do they promise that the person sees every word: the log they read has card numbers,
+# emails and phone numbers redacted (``chatbot.answering.privacy``), so the texts promise the
+# conversation (the question need not be explained again), not "everything you wrote".
 HANDOFF_TEXT = (
-    "I'm passing your conversation to a member of our support team. They'll see everything "
-    "you've written here, so you won't need to repeat yourself."
+    "I'm passing your conversation to a member of our support team. They'll see this "
+    "conversation, so you won't need to explain your question again."
 )
 HANDOFF_JOINING_TEXT = "A member of our team will join this chat shortly."  # agent signed in
 HANDOFF_NOBODY_ONLINE_TEXT = (
@@ -62,23 +65,25 @@ HANDOFF_AFTER_FALLBACKS_TEXT = (
 
 # For a frustrated customer (``chatbot.answering.signals``). They are already contacting us, so
 # these never say "contact us" or send them to email or the phone; they acknowledge, and offer a
-# person straight away, without promising when the person will answer.
+# person straight away, without promising when the person will answer (nor, like the hand-over
+# texts above, that the person sees every word).
 FRUSTRATED_ACK = "I'm sorry this has been frustrating."  # before an answer the bot can give
-FRUSTRATED_OFFER = (  # after that answer
+FRUSTRATED_OFFER = (  # after that answer; "yes" or asking for a person hands over (policy)
     "If you'd rather sort this out with a person, just say so and I'll bring in a member of our "
-    "support team; they'll see this conversation, so you won't need to repeat anything."
+    "support team; they'll see this conversation, so you won't need to explain it again."
 )
 # Instead of the fallback when the bot cannot answer a frustrated customer.
 FRUSTRATED_TEXT = (
     "I'm sorry this has been frustrating, and I don't want to keep you going round in circles. "
-    "Would you like me to bring in a member of our support team? They'll see this whole "
-    "conversation, so you won't need to repeat anything."
+    "Would you like me to bring in a member of our support team? They'll see this "
+    "conversation, so you won't need to explain it again."
 )
-# A strongly frustrated customer is handed over at once, marked as a priority.
+# A strongly frustrated customer is handed over at once, marked as a priority (agents' inbox
+# lists high-priority hand-overs first).
 FRUSTRATED_HANDOFF_TEXT = (
     "I'm sorry this has been so frustrating. I'm passing your conversation to a member of our "
-    "support team as a priority; they can see everything you've told me, so you won't need to "
-    "explain it again."
+    "support team as a priority; they'll see this conversation, so you won't need to explain "
+    "it again."
 )
 
 # --- limits that keep the prompt short ----------------------------------------------------------
@@ -105,30 +110,34 @@ def _clip(text: str, limit: int) -> str:
     return cut + " ..."
 
 
-def format_source(n: int, hit: Hit) -> str:
+def format_source(n: int, hit: Hit, redactor: Redactor = DEFAULT) -> str:
     """One numbered source: an FAQ as question/answer, a past dialogue turn as an exchange with
-    its card numbers, emails and phone numbers redacted (the model could repeat them to today's
-    customer; ``chatbot.answering.privacy``)."""
+    its personal data redacted by ``redactor`` (card numbers, emails and phone numbers, and the
+    configured patterns of ``Redactor.from_settings(settings, verbatim=False)``): the model
+    could repeat them to today's customer (``chatbot.answering.privacy``)."""
     doc = hit.document
     if doc.kind == "dialogue":
-        customer, agent = redact(doc.question), redact(doc.answer)
+        customer, agent = redactor.redact(doc.question), redactor.redact(doc.answer)
         body = f"Customer: {_clip(customer, 200)}\nAgent: {_clip(agent, MAX_SOURCE_CHARS)}"
     else:
         body = f"Q: {_clip(doc.question, 200)}\nA: {_clip(doc.answer, MAX_SOURCE_CHARS)}"
     return f"[{n}] {body}"
 
 
-def format_sources(hits: Sequence[Hit]) -> str:
+def format_sources(hits: Sequence[Hit], redactor: Redactor = DEFAULT) -> str:
     if not hits:
         return "(no sources found)"
-    return "\n\n".join(format_source(i, h) for i, h in enumerate(hits[:MAX_SOURCES], start=1))
+    return "\n\n".join(format_source(i, h, redactor)
+                       for i, h in enumerate(hits[:MAX_SOURCES], start=1))
 
 
 def build_messages(
-    question: str, sources: Sequence[Hit], history: Sequence[Turn] = ()
+    question: str, sources: Sequence[Hit], history: Sequence[Turn] = (), *,
+    redactor: Redactor = DEFAULT,
 ) -> list[Message]:
     """The grounded prompt: instructions, the last turns as chat messages, then the numbered
-    sources and the customer's question in the final user message."""
+    sources (past dialogues redacted by ``redactor``: the built-in kinds unless the caller
+    passes the settings' one) and the customer's question in the final user message."""
     messages: list[Message] = [{"role": "system", "content": SYSTEM_PROMPT}]
     recent = list(history)[-HISTORY_TURNS:] if HISTORY_TURNS else []
     # A chat template expects the conversation to start with the user; drop a leading agent turn.
@@ -137,7 +146,7 @@ def build_messages(
     for turn in recent:
         role = "user" if turn.role == "customer" else "assistant"
         messages.append({"role": role, "content": _clip(turn.text, MAX_TURN_CHARS)})
-    user = f"Sources:\n{format_sources(sources)}\n\nCustomer: {question.strip()}"
+    user = f"Sources:\n{format_sources(sources, redactor)}\n\nCustomer: {question.strip()}"
     messages.append({"role": "user", "content": user})
     return messages
 

@@ -36,55 +36,42 @@ from chatbot.types import NO_SIGNALS, Route, Signals, Turn
 # for a frustrated one, how likely the frustration is strong (a threat to leave, dispute or
 # review, a manager demanded, anger, insults, shouting). A frustrated customer can be certain
 # and mild ("third time I'm asking"), so strength is not a higher cut on the first score.
-FEATURES = (
-    "negative_sentiment", "repeated", "says_repeated", "fallbacks", "asks_for_human",
-    "asks_for_manager", "threat", "long_wait", "impatience", "unanswered", "shouting", "anger",
-    "polite",
-)
-# The fit keeps every other weight >= 0: each cue is defined as evidence of frustration, and a
-# negative weight on one would be noise of a small dev set. Courtesy is the cue against it.
-AGAINST_FRUSTRATION = ("polite",)
-
+#
 # Not hand-set: the output of `.venv/bin/python bench/bench_signals.py --fit` on the dev split of
 # bench/data/frustration.jsonl (146 messages, 49 frustrated, 14 strongly): L2-regularised
 # logistic regressions (penalty chosen by 5-fold cross-validation on dev); FRUSTRATION_THRESHOLD
 # is the score with the best out-of-fold F1 on dev among those escalating at most 5% of dev's
 # calm complaints; STRONG_THRESHOLD the strong score with the best out-of-fold F1 for the dev
 # items labelled strong. Results on the test split: bench/results/signals.md.
-BIAS = -2.997
-WEIGHTS: dict[str, float] = {
-    "negative_sentiment": 1.137,
-    "repeated": 0.0,
-    "says_repeated": 8.267,
-    "fallbacks": 2.92,
-    "asks_for_human": 0.671,
-    "asks_for_manager": 1.916,
-    "threat": 3.367,
-    "long_wait": 4.472,
-    "impatience": 2.56,
-    "unanswered": 4.463,
-    "shouting": 5.685,
-    "anger": 4.773,
-    "polite": -4.128,
+#
+# One row per cue: (weight in the frustration formula, weight in the strong formula). The rows'
+# order is ``FEATURES``, the order ``SignalReader.features`` returns the cue values in.
+_FITTED: dict[str, tuple[float, float]] = {
+    "negative_sentiment": (1.137, 0.0),
+    "repeated": (0.0, 1.209),
+    "says_repeated": (8.267, 0.0),
+    "fallbacks": (2.92, 0.0),
+    "asks_for_human": (0.671, 0.0),
+    "asks_for_manager": (1.916, 0.0),
+    "threat": (3.367, 5.274),
+    "long_wait": (4.472, 0.651),
+    "impatience": (2.56, 0.0),
+    "unanswered": (4.463, 2.898),
+    "shouting": (5.685, 4.227),
+    "anger": (4.773, 2.003),
+    "polite": (-4.128, -1.912),
 }
+BIAS = -2.997
 FRUSTRATION_THRESHOLD = 0.292
 STRONG_BIAS = -4.46
-STRONG_WEIGHTS: dict[str, float] = {
-    "negative_sentiment": 0.0,
-    "repeated": 1.209,
-    "says_repeated": 0.0,
-    "fallbacks": 0.0,
-    "asks_for_human": 0.0,
-    "asks_for_manager": 0.0,
-    "threat": 5.274,
-    "long_wait": 0.651,
-    "impatience": 0.0,
-    "unanswered": 2.898,
-    "shouting": 4.227,
-    "anger": 2.003,
-    "polite": -1.912,
-}
 STRONG_THRESHOLD = 0.143
+
+FEATURES = tuple(_FITTED)
+WEIGHTS: dict[str, float] = {name: w for name, (w, _) in _FITTED.items()}
+STRONG_WEIGHTS: dict[str, float] = {name: w for name, (_, w) in _FITTED.items()}
+# The fit keeps every other weight >= 0: each cue is defined as evidence of frustration, and a
+# negative weight on one would be noise of a small dev set. Courtesy is the cue against it.
+AGAINST_FRUSTRATION = ("polite",)
 
 # Two messages about the same thing share about a third of their content words or more (a
 # definition of "the same question", not a fitted weight).

@@ -29,7 +29,10 @@ neighbours, and the rest is ordered by popularity. FAQs already answered in the 
 never suggested. Ties break by knowledge-base order: the result is deterministic.
 
 The constructor stores settings only; the first call (or ``warm_up()``, for serving) loads the
-documents, embeds the FAQ questions and maps the dialogues (a few seconds on the demo base).
+documents, embeds the FAQ questions and answers and maps the dialogues. Each text is embedded
+once (``ReusingEmbedder``), and not at all when ``known_vectors`` has it: serving passes the
+index's phrasings (every FAQ question and dialogue turn) and the previous statistics' answer
+vectors (``answer_vectors``), so a rebuild after a re-index embeds only new or changed answers.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import numpy as np
 from chatbot.config import Settings
 from chatbot.errors import ConfigError
 from chatbot.knowledge.ingest import load_knowledge_base
-from chatbot.retrieval.embed import Embedder
+from chatbot.retrieval.embed import Embedder, ReusingEmbedder
 from chatbot.retrieval.search import Retriever
 from chatbot.types import Document, Suggestion
 
@@ -121,12 +124,12 @@ class _Model:
 class Suggester:
     """Suggested next questions after an answer, and opening questions for a new chat.
 
-    Serving wires it once: ``documents=retriever.documents`` and ``embedder=retriever.embedder``
-    (the active index's FAQs and dialogues, the model already loaded), ``logged_sequences`` from
-    the conversation log, ``warm_up()`` off the request path; a new instance replaces it when
-    the index or the log moves on (it never changes after it is built). Per reply:
-    ``suggest(<the FAQ answered>, history_faq_ids=<FAQs answered before>)``; per new chat:
-    ``opening(recent_counts=<answers per FAQ in recent days>)``.
+    Serving wires it once: ``documents=retriever.documents``, ``embedder=retriever.embedder``
+    (the active index's FAQs and dialogues, the model already loaded) and
+    ``known_vectors=retriever.phrasing_vectors()``, ``warm_up()`` off the request path; a new
+    instance replaces it when the index moves on (it never changes after it is built). Per
+    reply: ``suggest(<the FAQ answered>, history_faq_ids=<FAQs answered before>)``; per new
+    chat: ``opening(recent_counts=<answers per FAQ in recent days>)``.
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class Suggester:
         embedder: Embedder | None = None,
         documents: Sequence[Document] | None = None,
         logged_sequences: Iterable[Sequence[str]] = (),
+        known_vectors: Mapping[str, np.ndarray] | None = None,
         map_threshold: float = MAP_THRESHOLD,
         smoothing: float = SMOOTHING,
         popularity_weight: float = POPULARITY_WEIGHT,
@@ -144,7 +148,8 @@ class Suggester:
     ) -> None:
         """``documents``: the knowledge base's documents (FAQs, and dialogues to learn from);
         None loads ``settings.knowledge_base``. ``logged_sequences``: the FAQ ids answered in
-        each logged conversation, in order; ids no longer in the knowledge base are ignored."""
+        each logged conversation, in order; ids no longer in the knowledge base are ignored.
+        ``known_vectors``: text -> vector by the same model, used instead of embedding it."""
         if smoothing <= 0 or not 0.0 <= popularity_weight <= 1.0:
             raise ConfigError("suggestions: smoothing must be > 0 and popularity_weight "
                               "within [0, 1]")
@@ -152,6 +157,7 @@ class Suggester:
             raise ConfigError("suggestions: neighbours must be >= 1 and temperature > 0")
         self.settings = settings
         self._embedder = embedder
+        self._known = known_vectors
         self._documents = documents
         # Kept as given (it may be a one-shot iterator): consumed once, when the model is built.
         self._logged = logged_sequences
@@ -162,12 +168,19 @@ class Suggester:
         self.temperature = temperature
         self._model: _Model | None = None
         self._sequences: list[tuple[str, ...]] = []
+        self._answer_vectors: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
     # --- building -------------------------------------------------------------------------------
     def warm_up(self) -> None:
         """Build the statistics now (serving calls this at start-up, not on a request)."""
         self._state()
+
+    @property
+    def answer_vectors(self) -> dict[str, np.ndarray]:
+        """Each FAQ answer's vector (text -> vector), which no index holds: with the index's
+        phrasings, the next build's ``known_vectors``. Empty until built."""
+        return self._answer_vectors
 
     @property
     def sequences(self) -> list[tuple[str, ...]]:
@@ -189,7 +202,8 @@ class Suggester:
                          else load_knowledge_base(self.settings.knowledge_base))
         faqs = list({d.record_id: d for d in documents if d.kind == "faq"}.values())
         order = {d.record_id: i for i, d in enumerate(faqs)}
-        embedder = self._embedder or Embedder(self.settings)
+        embedder = ReusingEmbedder(self._embedder or Embedder(self.settings), self._known)
+        self._known = None  # used once: do not keep an index's vectors alive with the statistics
         sequences: list[tuple[str, ...]] = []
         if faqs and any(d.kind == "dialogue" for d in documents):
             retriever = Retriever.from_documents(faqs, self.settings, embedder)
@@ -207,11 +221,12 @@ class Suggester:
             for a, b in zip(seq, seq[1:], strict=False):
                 if a != b:  # a clarification of the same FAQ is not a next question
                     transitions[a][b] += 1
+        neighbours = self._nearest(faqs, embedder)
         log.info("suggestions learnt from %d sequences over %d FAQs", len(self._sequences),
                  len(faqs))
         return _Model(order=order, questions={d.record_id: d.question for d in faqs},
                       transitions=dict(transitions), asked=asked, openers=openers,
-                      neighbours=self._nearest(faqs, embedder))
+                      neighbours=neighbours)
 
     def _nearest(self, faqs: Sequence[Document], embedder: Embedder
                  ) -> dict[str, list[tuple[str, float]]]:
@@ -221,6 +236,7 @@ class Suggester:
             return {d.record_id: [] for d in faqs}
         questions = embedder.encode([d.question for d in faqs])
         answers = embedder.encode([d.answer for d in faqs])
+        self._answer_vectors = dict(zip((d.answer for d in faqs), answers, strict=True))
         m = min(self.n_neighbours, len(faqs) - 1)
         nearest: dict[str, list[tuple[str, float]]] = {}
         for start in range(0, len(faqs), 1024):  # blocks: no n x n matrix for a large base

@@ -34,7 +34,8 @@ class GenerationResult:
 
 
 def timed_result(text: str, tokens: int, prompt_tokens: int, t0: float, t_first: float | None,
-            t_end: float, model: str, finish: str) -> GenerationResult:
+                 t_end: float, model: str, finish: str) -> GenerationResult:
+    """A result timed from the start (``t0``), first token and end of a generation."""
     first_ms = ((t_first or t_end) - t0) * 1000
     decode_s = t_end - (t_first or t_end)
     rate = (tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else 0.0

@@ -293,7 +293,7 @@ class TransformersGenerator:
             new = new[:-1]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return timed_result(text, len(new) + (finish == "stop"), n_prompt, t0,
-                       times[0] if times else None, t_end, self.name, finish)
+                            times[0] if times else None, t_end, self.name, finish)
 
     def _acquire(self, cancelled: threading.Event | None) -> bool:
         """Take the model lock; give up (False) as soon as the stream is cancelled, so a

@@ -12,10 +12,10 @@ Why: MiniLM costs several milliseconds a call however few sentences it holds, so
 concurrent traffic throughput follows the batched rate, not the one-at-a-time rate.
 
 Full queue: the caller waits up to ``put_timeout_s`` for room, then gets ``EncoderBusyError``
-(a ``ModelError``: HTTP 503), so an overload turns into quick refusals, not unbounded memory
-and latency. Lifetime: the worker starts with the first request, exits after ``idle_exit_s``
-without any (the next request starts a new one), and ``close()`` stops it and waits for it,
-finishing the requests already queued. It is a daemon thread only so that a forgotten
+(``chatbot.errors``, a ``ModelError``: HTTP 503), so an overload turns into quick refusals, not
+unbounded memory and latency. Lifetime: the worker starts with the first request, exits after
+``idle_exit_s`` without any (the next request starts a new one), and ``close()`` stops it and
+waits for it, finishing the requests already queued. It is a daemon thread only so that a forgotten
 ``close()`` cannot hang interpreter exit.
 """
 
@@ -31,16 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from chatbot.errors import ModelError
+from chatbot.errors import EncoderBusyError, ModelError
 
 log = logging.getLogger(__name__)
 
 EncodeFn = Callable[[list[str]], np.ndarray]
-
-
-class EncoderBusyError(ModelError):
-    """The embedding queue stayed full: the server is over capacity; retry shortly."""
-
 
 @dataclass
 class _Request:

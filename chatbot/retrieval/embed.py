@@ -13,6 +13,10 @@ was the query of its own request, so when it comes back as history for the follo
 its vector is a cache hit (``Retriever.query_vectors``); turns that miss (another replica
 answered them, or they were evicted) are encoded together in one call. Cache misses from
 concurrent requests share encoder calls through one ``BatchingEncoder`` worker.
+
+Bulk jobs next to serving (the suggestion statistics, calibration) use a ``ReusingEmbedder`` on
+the serving embedder's model: it encodes each text once, none whose vector is already known (an
+index's phrasings), and keeps out of the serving query cache and worker.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +73,8 @@ class TorchEncoder:
         import transformers
         from sentence_transformers import SentenceTransformer
 
+        from chatbot.retrieval.onnx_encoder import model_dimension
+
         # The per-weight "Loading weights" bar is noise on every start.
         transformers.utils.logging.disable_progress_bar()
         torch.set_num_threads(threads)
@@ -79,9 +85,7 @@ class TorchEncoder:
                 f"cannot load embedding model '{location}': {error}. Use a local folder "
                 "or a model id available offline."
             ) from error
-        # sentence-transformers renamed the method; support both spellings.
-        get_dim = getattr(self.model, "get_embedding_dimension", None)
-        self.dimension = int((get_dim or self.model.get_sentence_embedding_dimension)())
+        self.dimension = model_dimension(self.model)
 
     def encode(
         self, texts: Sequence[str], *, batch_size: int, progress: bool = False
@@ -231,3 +235,37 @@ class Embedder:
             batcher, self._batcher = self._batcher, None
         if batcher is not None:
             batcher.close()
+
+
+class ReusingEmbedder(Embedder):
+    """An embedder for one bulk job on ``base``'s model (loaded once, by ``base``): each text is
+    encoded at most once, and not at all when ``known`` has its vector (text -> unit vector by
+    the same model, e.g. ``Retriever.phrasing_vectors()``). ``vectors`` keeps every vector for
+    the embedder's life, so keep it no longer than the job. Its queries skip ``base``'s query
+    cache and micro-batching worker: the job neither evicts the serving cache nor queues live
+    questions behind its batches. ``no_cache()`` encodes afresh, as on any embedder."""
+
+    def __init__(self, base: Embedder, known: Mapping[str, np.ndarray] | None = None) -> None:
+        super().__init__(base.settings.model_copy(
+            update={"query_cache_size": 0, "embedding_batch_window_ms": 0.0}))
+        self.base = base
+        self.model_name = base.model_name
+        self.vectors: dict[str, np.ndarray] = dict(known or {})
+
+    def _load(self) -> TextEncoder:
+        return self.base.encoder
+
+    @property
+    def loaded(self) -> bool:
+        return self.base.loaded
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> np.ndarray:
+        if not texts or getattr(self._cache_off, "active", False):
+            return super().encode(texts, batch_size=batch_size, progress=progress)
+        missing = list(dict.fromkeys(t for t in texts if t not in self.vectors))
+        if missing:
+            fresh = super().encode(missing, batch_size=batch_size, progress=progress)
+            self.vectors.update(zip(missing, fresh, strict=True))
+        return np.stack([self.vectors[t] for t in texts])

@@ -67,6 +67,11 @@ class IndexData:
     def version(self) -> str | None:
         return self.manifest.get("version")
 
+    def phrasing_vectors(self) -> dict[str, np.ndarray]:
+        """Each phrasing's text -> its vector (rows are phrasings in document order)."""
+        texts = [phrasing for document in self.documents for phrasing in document.phrasings]
+        return dict(zip(texts, self.vectors, strict=True))
+
 
 def phrase_key(model_name: str, text: str) -> str:
     return hashlib.sha256(f"{model_name}\x00{text}".encode()).hexdigest()[:24]

@@ -186,7 +186,7 @@ def _export(source: Path, folder: Path, fingerprint: str) -> None:
     from sentence_transformers import SentenceTransformer
 
     try:
-        model = SentenceTransformer(str(source), device="cpu")
+        model: Any = SentenceTransformer(str(source), device="cpu")
     except Exception as error:  # library errors vary: OSError, ValueError, ...
         raise ModelError(f"cannot load embedding model '{source}' to export it: {error}") from error
     modules = [type(m).__name__ for m in model]
@@ -238,7 +238,7 @@ def _export(source: Path, folder: Path, fingerprint: str) -> None:
         "pooling": pooling,
         "max_seq_length": int(model.max_seq_length),
         "do_lower_case": bool(getattr(model[0], "do_lower_case", False)),
-        "dimension": _dimension(model),
+        "dimension": model_dimension(model),
         "opset": OPSET,
         "torch": torch.__version__,
     }
@@ -251,8 +251,9 @@ def _export(source: Path, folder: Path, fingerprint: str) -> None:
                          f"{cosine:.5f}): set CHATBOT_EMBEDDING_BACKEND=torch")
 
 
-def _dimension(model: Any) -> int:
-    # sentence-transformers renamed the method; support both spellings.
+def model_dimension(model: Any) -> int:
+    """A sentence-transformers model's vector size (the library renamed the method: both
+    spellings are supported)."""
     get_dim = getattr(model, "get_embedding_dimension", None)
     return int((get_dim or model.get_sentence_embedding_dimension)())
 

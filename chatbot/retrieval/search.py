@@ -126,6 +126,11 @@ class Retriever:
     def documents(self) -> list[Document]:
         return self._state().documents
 
+    def phrasing_vectors(self) -> dict[str, np.ndarray]:
+        """The loaded index's vectors by phrasing text, for bulk jobs that would otherwise
+        embed the same texts again (``ReusingEmbedder``)."""
+        return self._state().phrasing_vectors()
+
     # --- search ---------------------------------------------------------------------------------
     def query_vectors(self, query: str, history: Sequence[Turn] = ()) -> list[np.ndarray]:
         """The query alone, plus the query blended with the recent customer turns if any.

@@ -9,9 +9,8 @@
   treated like FAQs whose own row is excluded from the sources. Dialogue text is redacted
   first (card numbers, emails, phone numbers, ``CHATBOT_REDACT_PATTERNS``; always, whatever
   ``CHATBOT_STORE_VERBATIM`` says), so no past customer's details are trained into the model.
-- ``encode``/``batches``: the prompt the server sends (``chatbot.answering.prompt``), with the loss
-  on the
-  answer tokens only, in length-sorted right-padded batches.
+- ``encode``/``batches``: the prompt the server sends (``chatbot.answering.prompt``), with the
+  loss on the answer tokens only, in length-sorted right-padded batches.
 """
 
 from __future__ import annotations

@@ -259,7 +259,7 @@ Written by `chatbot finetune generator` at the end of the run (do not edit by ha
 
 ## Data
 
-Supervised examples built by `chatbot.training.generator.build_examples` from the knowledge base
+Supervised examples built by `chatbot.training.data.build_examples` from the knowledge base
 ({', '.join(f'{k}: {v}' for k, v in counts.items())}); Bitext training split:
 {config.bitext or 'not used'}. Held-out split: {config.eval_fraction:.0%} of dialogues/FAQs by
 stable hash. Sources for each example are retrieved from other records; the loss covers the

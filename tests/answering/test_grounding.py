@@ -88,6 +88,21 @@ def test_trailing_citations_stay_with_their_sentence_however_the_text_is_chunked
         assert gate.rejected == "Kayak rentals are free on weekends."
 
 
+def test_no_released_piece_ends_in_whitespace() -> None:
+    # Spaces before a line break, and after the last sentence, stay out of the pieces: a piece
+    # ends where its sentence does, and the whitespace after it starts the next piece.
+    text = ("Standard shipping takes 3-5 business days  \n"
+            "Start a return from Orders in your account within 60 days [2]. \t\n\n"
+            "Late parcels are traced by the carrier [3].  Thanks!   ")
+    assert support_check(text, THREE, 0.5).supported
+    for chunk in (1, 2, 5, len(text)):
+        gate = SentenceGate(THREE, 0.5)
+        pieces = [p for i in range(0, len(text), chunk) for p in gate.feed(text[i:i + chunk])]
+        pieces += gate.finish()
+        assert len(pieces) == 4 and all(p == p.rstrip() for p in pieces), pieces
+        assert "".join(pieces) == gate.text == text.rstrip() and gate.claims == 3
+
+
 def test_sentence_coverage_judges_words_without_markers_but_checks_the_markers() -> None:
     vocabulary = source_vocabulary(THREE)
     assert sentence_coverage("Standard shipping takes 3-5 business days [1].", vocabulary) == 1.0

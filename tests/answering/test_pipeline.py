@@ -6,7 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from standin_stages import DIALOGUE, RETURNS, SHIPPING, StandInGenerator, StandInRetriever, hit
+from standin_stages import (
+    DIALOGUE,
+    RETURNS,
+    SHIPPING,
+    StandInGenerator,
+    StandInRetriever,
+    doc,
+    hit,
+)
 from tiny_lm import tiny_lm_dir  # noqa: F401  (session fixture)
 
 from chatbot.answering import prompt
@@ -60,6 +68,22 @@ def test_grounded_generation_streams_deltas_then_one_reply(settings: Settings) -
     assert sent[1] == {"role": "user", "content": "hi"}
     assert "[1] Q: How long does standard shipping take?" in sent[-1]["content"]
     assert sent[-1]["content"].endswith("Customer: when will my parcel come")
+
+
+def test_past_dialogues_in_the_prompt_lose_the_configured_patterns_too(
+        settings: Settings) -> None:
+    # CHATBOT_REDACT_PATTERNS promises prompts redacted: not only cards, emails and phones.
+    dialogue = doc("dlg-0007#0", "my account ACC-12345678 is locked, mail me at jo@example.com",
+                   "Unlocked ACC-12345678 for you.", kind="dialogue")
+    configured = settings.model_copy(update={"redact_patterns": {"account": r"ACC-\d{8}"}})
+    generator = StandInGenerator("Sure.")
+    pipeline = build_pipeline(configured, generator=generator, retriever=StandInRetriever(
+        {"my account is locked": [hit(dialogue, 0.7)]}, THRESHOLDS))
+    pipeline.answer("my account is locked")
+    sources = generator.prompts[0][-1]["content"]
+    assert "Customer: my account [account] is locked, mail me at [email]" in sources
+    assert "Agent: Unlocked [account] for you." in sources
+    assert "ACC-12345678" not in sources and "jo@example.com" not in sources
 
 
 def test_unsupported_generation_falls_back_and_stops_the_generator(settings: Settings) -> None:

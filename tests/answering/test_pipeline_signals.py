@@ -4,12 +4,15 @@ offer included. Stand-in retriever and generator, the real SignalReader."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from standin_stages import RETURNS, SHIPPING, StandInGenerator, StandInRetriever, hit
 
 from chatbot.answering import prompt
 from chatbot.answering.pipeline import Pipeline, build_pipeline
+from chatbot.answering.signals import SignalReader
 from chatbot.config import Settings
-from chatbot.types import Reply, Route, Signals
+from chatbot.types import Reply, Route, Signals, Turn
 
 THRESHOLDS = {"answer": 0.6, "faq": 0.85, "support": 0.5, "source": "test"}
 ANSWER = "Standard shipping takes 3-5 business days [1]."
@@ -96,12 +99,28 @@ def test_a_strongly_frustrated_customer_is_handed_over_at_once(settings: Setting
     assert generator.loads == 0  # no answer was attempted
 
 
+class CountingReader(SignalReader):
+    """The real reader, counting the messages it reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def read(self, message: str, history: Sequence[Turn] = ()) -> Signals:
+        self.reads += 1
+        return super().read(message, history)
+
+
 def test_signals_given_by_the_caller_are_used_not_read_again(settings: Settings) -> None:
     pipeline, _ = _pipeline(settings)
+    pipeline.signals = reader = CountingReader()
     given = Signals(sentiment=-0.9, frustration=0.99, frustrated=True, strongly_frustrated=True,
                     cues=("threat",))
     _, reply = _run(pipeline, CALM_Q, given)  # the words are calm; the caller's read is not
     assert reply.signals is given and reply.route == Route.HANDOFF
+    assert reader.reads == 0
+    _run(pipeline, CALM_Q)  # none given: read here, once
+    assert reader.reads == 1
 
 
 def test_signals_switched_off_leave_routing_as_it_was(settings: Settings) -> None:

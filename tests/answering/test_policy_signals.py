@@ -38,6 +38,16 @@ def test_no_frustration_text_sends_the_customer_elsewhere() -> None:
         assert not SENDS_AWAY.search(text), text
 
 
+def test_no_hand_over_text_promises_that_the_person_sees_every_word() -> None:
+    # Agents read the log, where card numbers, emails and phone numbers are redacted: the
+    # texts promise the conversation, not "everything you wrote".
+    for text in (prompt.HANDOFF_TEXT, prompt.HANDOFF_AFTER_FALLBACKS_TEXT,
+                 prompt.FRUSTRATED_OFFER, prompt.FRUSTRATED_TEXT,
+                 prompt.FRUSTRATED_HANDOFF_TEXT):
+        lowered = text.lower()
+        assert "everything" not in lowered and "anything" not in lowered, text
+
+
 @pytest.mark.parametrize("signals", [None, CALM])
 def test_calm_or_unread_signals_change_nothing(policy: Policy, signals: Signals | None) -> None:
     faq = policy.decide("how long is shipping", FAQ_HITS, (), TH, signals)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from chatbot.config import Settings
-from chatbot.errors import ModelError
-from chatbot.retrieval.batching import BatchingEncoder, EncoderBusyError
+from chatbot.errors import EncoderBusyError, ModelError
+from chatbot.retrieval.batching import BatchingEncoder
 from chatbot.retrieval.embed import Embedder, TextEncoder
 
 
@@ -97,9 +97,10 @@ def test_a_full_queue_refuses_quickly_with_a_busy_error() -> None:
     time.sleep(0.05)  # the worker has taken it and is stuck in the encoder
     waiting = [batcher.submit(["q1"]), batcher.submit(["q2"])]
     started = time.monotonic()
-    with pytest.raises(EncoderBusyError, match="queue is full"):
+    with pytest.raises(EncoderBusyError, match="queue is full") as refused:
         batcher.submit(["q3"])
     assert time.monotonic() - started < 1.0
+    assert isinstance(refused.value, ModelError)  # what the API answers with 503
     encoder.gate.set()
     assert first.result(timeout=5).shape == (1, 8)
     assert all(f.result(timeout=5).shape == (1, 8) for f in waiting)

@@ -1,11 +1,12 @@
-"""Embed: the shipped MiniLM loads offline and gives unit vectors; the query cache works."""
+"""Embed: the shipped MiniLM loads offline and gives unit vectors; the query cache works; a bulk
+job's ``ReusingEmbedder`` embeds each text once, known ones never, apart from serving."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from chatbot.config import Settings
-from chatbot.retrieval.embed import Embedder
+from chatbot.retrieval.embed import Embedder, ReusingEmbedder, TextEncoder
 
 
 class CountingEmbedder(Embedder):
@@ -44,3 +45,39 @@ def test_query_cache_reuses_vectors_and_can_be_bypassed(embedder: Embedder) -> N
 
 def test_empty_input_gives_an_empty_matrix(embedder: Embedder) -> None:
     assert embedder.encode([]).shape == (0, 384)
+
+
+class CountingEncoder:
+    """The session's real encoder (a ``TextEncoder``), recording the texts it embeds."""
+
+    def __init__(self, inner: TextEncoder) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def encode(self, texts, *, batch_size, progress=False):  # type: ignore[no-untyped-def]
+        self.texts += list(texts)
+        return self.inner.encode(texts, batch_size=batch_size, progress=progress)
+
+
+def test_a_reusing_embedder_embeds_each_text_once_and_known_ones_never(
+        embedder: Embedder) -> None:
+    counting = CountingEncoder(embedder.encoder)
+    serving = Embedder(Settings(_env_file=None), encoder=counting)  # type: ignore[call-arg]
+    known = {"where is my order": embedder.encode(["where is my order"])[0]}
+    bulk = ReusingEmbedder(serving, known)
+    assert bulk.model_name == serving.model_name and bulk.loaded
+    vectors = bulk.encode(["where is my order", "refund please", "refund please"])
+    assert counting.texts == ["refund please"]  # the known text is not embedded, nor one twice
+    assert np.array_equal(vectors[0], known["where is my order"])
+    assert np.array_equal(vectors[1], vectors[2])
+    assert np.array_equal(bulk.encode_query("refund please"), vectors[1])
+    assert counting.texts == ["refund please"] and set(bulk.vectors) == {
+        "where is my order", "refund please"}
+    assert serving._cache == {} and serving._batcher is None  # the serving side untouched
+    with bulk.no_cache():
+        bulk.encode_query("refund please")
+    assert counting.texts == ["refund please"] * 2  # measured afresh, as on any embedder
