@@ -1,12 +1,18 @@
-"""Helpers for the tests of live events and webhooks: a real webhook receiver and an SSE reader.
+"""Helpers for the tests against a live server: the app in a real uvicorn thread, a real webhook
+receiver, an SSE reader, and what the browser tests share.
 
-``WebhookReceiver`` is a real HTTP server on a free loopback port (``http.server`` in a thread)
-that records every POST (path, headers, raw body) and answers with the statuses it is told to
-(``fail_first``), or waits for ``release`` before answering (``hold``), so tests can show a slow
-receiver never holds up a chat. ``EventReader`` reads a Server-Sent Events stream in a
-background thread into a queue, so a test can wait for the next event with a timeout.
+``serve_app`` runs an app on a free loopback port in a uvicorn thread for the length of a
+``with`` block and gives its base URL; ``wait_until`` polls a condition that becomes true
+asynchronously. ``WebhookReceiver`` is a real HTTP server on a free loopback port
+(``http.server`` in a thread) that records every POST (path, headers, raw body) and answers
+with the statuses it is told to (``fail_first``), or, given ``hold`` (a ``threading.Event``),
+waits until it is set before answering, so tests can show a slow receiver never holds up a
+chat. ``EventReader`` reads a Server-Sent Events stream in a background thread into a queue, so
+a test can wait for the next event with a timeout. ``XSS``, ``open_widget`` and
+``stored_conversation_id`` are for the browser tests (tests/ui/, whose conftest.py has the
+browser and page fixtures).
 
-Import them as ``from live_helpers import EventReader, WebhookReceiver`` (tests/ is on sys.path).
+Import them as ``from live_helpers import serve_app, WebhookReceiver`` (tests/ is on sys.path).
 """
 
 from __future__ import annotations
@@ -17,12 +23,66 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+
+XSS = "<img src=x onerror=alert(1)>"  # markup a customer or an agent might type
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll ``check`` until it returns something truthy (browser events and background work
+    reach the server asynchronously); fail with the last value when it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            assert value, f"condition not met within {timeout} s (last value {value!r})"
+            return value
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serve_app(app: Any, name: str = "uvicorn") -> Iterator[str]:
+    """Run ``app`` on a free 127.0.0.1 port (the OS picks it: no race for it) in a uvicorn
+    thread while the block runs; yields its base URL, ``http://127.0.0.1:PORT``."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started or not thread.is_alive(), timeout=60)
+    assert server.started, "uvicorn did not start"
+    try:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def open_widget(page: Any, url: str) -> Any:
+    """Open the example page of the app at ``url`` and the widget's panel on it; returns the
+    message box."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/widget/example.html")
+    page.get_by_role("button", name="Open chat: Pinecrest help").click()
+    expect(page.get_by_role("dialog", name="Pinecrest help")).to_be_visible()
+    return page.get_by_label("Type your message")
+
+
+def stored_conversation_id(page: Any) -> str:
+    """The conversation id the widget keeps in the page's localStorage (exactly one)."""
+    ids = page.evaluate(
+        "() => Object.keys(localStorage).filter(k => k.endsWith(':conversation'))"
+        ".map(k => localStorage.getItem(k))"
+    )
+    assert len(ids) == 1, f"expected one stored conversation id, found {ids}"
+    return str(ids[0])
 
 
 @dataclass

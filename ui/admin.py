@@ -1,17 +1,14 @@
 """The admin tab of the web UI: the frustration alert banner, statistics, monitoring charts
 (``ui.charts``), a conversation browser, re-indexing and the webhook delivery log.
 
-Nothing is shown before the admin token is entered. The check happens on the server and its
-result lives in a ``gr.State`` (server-side, per browser session), and every admin handler
-checks that state again, because Gradio handlers can be called without the page: hiding the
-panel alone would protect nothing. Wrong tokens count against the same failed sign-in limit as
-the admin API (``ui.ratelimit``): past it, no token is checked until the minute has passed.
+Nothing is shown before the admin token is entered (``ui.signin``: checked on the server, kept
+in a ``gr.State``, checked again by every handler; wrong tokens count against the failed
+sign-in limit shared with the admin API).
 """
 
 from __future__ import annotations
 
 import html
-import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,39 +18,21 @@ import gradio as gr
 from chatbot.config import Settings
 from chatbot.conversations.service import ChatService
 from chatbot.conversations.views import ConversationView
-from chatbot.errors import ChatbotError, ConflictError
+from chatbot.errors import ConflictError
 from ui.charts import Monitoring
-from ui.ratelimit import Limiter, sign_in_failed, sign_in_refused
-from ui.text import bot_markdown, literal_markdown, millis, number, percent
-
-log = logging.getLogger(__name__)
+from ui.ratelimit import Limiter
+from ui.signin import TokenPanel, explain, require, sign_in
+from ui.text import literal_markdown, millis, number, percent, transcript_messages
 
 PAGE_SIZE = 20
 PERIODS = {"All time": None, "Last 24 hours": 1, "Last 7 days": 7, "Last 30 days": 30}
 ANY = "any"
 TABLE_HEADERS = ["Started (UTC)", "Channel", "Status", "Msgs", "First message"]
 WEBHOOK_HEADERS = ["Queued (UTC)", "Event", "URL", "Status", "Attempts", "Last error"]
-NOT_SIGNED_IN = "Sign in with the admin token first."
-SOMETHING_WRONG = "Something went wrong; the details are in the server log."
-
-
-class NotAuthorized(Exception):
-    pass
-
-
-def _require(authorized: bool) -> None:
-    if not authorized:
-        raise NotAuthorized(NOT_SIGNED_IN)
 
 
 def _explain(error: BaseException, what: str) -> str:
-    """An admin-facing sentence for an error; stack traces only in the log."""
-    if isinstance(error, NotAuthorized):
-        return str(error)
-    if isinstance(error, ChatbotError):
-        return f"{what} failed: {error}"
-    log.exception("admin: %s failed", what)
-    return f"{what} failed. {SOMETHING_WRONG}"
+    return explain(error, what, "admin")
 
 
 def period_since(period: str) -> datetime | None:
@@ -85,27 +64,7 @@ def stats_html(service: ChatService, period: str) -> str:
 
 def transcript(view: ConversationView) -> tuple[list[dict[str, Any]], str]:
     """A conversation as chatbot messages (all text escaped) plus a markdown summary."""
-    messages: list[dict[str, Any]] = []
-    for m in view.messages:
-        if m.role == "customer":
-            messages.append({"role": "user", "content": literal_markdown(m.text)})
-            continue
-        details = []
-        if m.route:
-            details.append(f"route {m.route}")
-        if m.confidence is not None:
-            details.append(f"confidence {m.confidence:.2f}")
-        if m.latency_ms is not None:
-            details.append(f"{m.latency_ms:.0f} ms")
-        cited = [h.record_id for h in m.hits if h.cited]
-        if cited:
-            details.append("sources " + ", ".join(cited))
-        if m.rating:
-            details.append(f"rated {m.rating}")
-        prefix = (f"**{literal_markdown(m.agent_name or 'Support team')}** (agent): "
-                  if m.role == "agent" else "")
-        meta = f"\n\n*{literal_markdown(' · '.join(details))}*" if details else ""
-        messages.append({"role": "assistant", "content": prefix + bot_markdown(m.text) + meta})
+    messages = transcript_messages(view)
     lines = [
         f"**Conversation** `{view.id}` · channel {view.channel} · status **{view.status}** · "
         f"started {view.started_at:%Y-%m-%d %H:%M} UTC"
@@ -130,11 +89,8 @@ def build_admin_tab(service: ChatService, settings: Settings,
     page = gr.State(0)
     monitoring = Monitoring(service, settings)
 
-    with gr.Column(visible=True) as login_box:
-        gr.Markdown("### Admin sign-in\nEnter the admin token (`CHATBOT_ADMIN_TOKEN`).")
-        token = gr.Textbox(label="Admin token", type="password", max_lines=1, elem_id="admin-token")
-        sign_in = gr.Button("Sign in", variant="primary", elem_id="admin-sign-in")
-        login_message = gr.Markdown()
+    login = TokenPanel.build("admin", "### Admin sign-in\nEnter the admin token "
+                             "(`CHATBOT_ADMIN_TOKEN`).", "Admin token", "Sign in")
 
     with gr.Column(visible=False) as admin_box:
         banner = monitoring.build_banner()
@@ -179,32 +135,21 @@ def build_admin_tab(service: ChatService, settings: Settings,
                                  buttons=[], elem_id="admin-webhooks")
 
     def do_sign_in(value: str, request: gr.Request) -> tuple[Any, ...]:
-        refused = sign_in_refused(limiter, request)
-        if refused is not None:  # the failures are used up: no token is even checked
-            return False, gr.update(), gr.update(), f"**{refused}**", ""
-        try:
-            ok = service.check_admin_token(value)
-        except ChatbotError as error:  # e.g. prod without a token configured
-            return False, gr.update(), gr.update(), f"**Cannot sign in:** {error}", ""
-        if not ok:
-            log.warning("admin sign-in with a wrong token")
-            sign_in_failed(limiter, request)
-            return False, gr.update(), gr.update(), "**That token is not right.**", ""
-        return True, gr.update(visible=False), gr.update(visible=True), "", ""
+        return sign_in(service.check_admin_token, value, request, limiter, "admin")
 
     def do_sign_out() -> tuple[Any, ...]:
         return False, gr.update(visible=True), gr.update(visible=False), "", [], "", []
 
     def load_stats(ok: bool, chosen: str) -> str:
         try:
-            _require(ok)
+            require(ok)
             return stats_html(service, chosen)
         except Exception as error:
-            return f"<p>{html.escape(_explain(error, 'Loading statistics'))}</p>"
+            return f"<p>{_explain(error, 'Loading statistics')}</p>"  # escaped already
 
     def load_page(ok: bool, st: str, ch: str, q: str, number_: int) -> tuple[Any, ...]:
         try:
-            _require(ok)
+            require(ok)
             status_, channel_ = (None if st == ANY else st), (None if ch == ANY else ch)
             total = service.count_conversations(status=status_, channel=channel_, q=q or None)
             number_ = max(0, min(number_, max(0, (total - 1) // PAGE_SIZE)))
@@ -220,7 +165,7 @@ def build_admin_tab(service: ChatService, settings: Settings,
 
     def open_conversation(ok: bool, ids: list[str], evt: gr.SelectData) -> tuple[Any, str]:
         try:
-            _require(ok)
+            require(ok)
             row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
             messages, text = transcript(service.conversation(ids[int(row)]))
             return messages, text
@@ -233,7 +178,7 @@ def build_admin_tab(service: ChatService, settings: Settings,
     def run_reindex(ok: bool, everything: bool,
                     progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
         try:
-            _require(ok)
+            require(ok)
             try:
                 service.start_reindex(full=everything)
             except ConflictError:
@@ -254,7 +199,7 @@ def build_admin_tab(service: ChatService, settings: Settings,
 
     def load_webhooks(ok: bool) -> list[list[Any]]:
         try:
-            _require(ok)
+            require(ok)
             rows = service.webhooks.deliveries(limit=PAGE_SIZE * 2)
         except Exception as error:
             gr.Warning(_explain(error, "Loading the webhook log"))
@@ -276,16 +221,16 @@ def build_admin_tab(service: ChatService, settings: Settings,
     monitor_outputs = [banner, monitoring.timer, *monitoring.chart_outputs]
     page_inputs = [authorized, status, channel, query, page]
     page_outputs = [table, page_ids, page, page_label]
-    for trigger in (sign_in.click, token.submit):
+    for trigger in login.triggers:
         trigger(
-            do_sign_in, [token], [authorized, login_box, admin_box, login_message, token],
+            do_sign_in, [login.token], login.outputs(authorized, admin_box),
             api_visibility="private",
         ).then(load_stats, [authorized, period], [stats], api_visibility="private").then(
             load_page, page_inputs, page_outputs, api_visibility="private"
         ).then(load_monitoring, [authorized, period], monitor_outputs, api_visibility="private"
                ).then(load_clusters, [authorized, period], monitoring.cluster_outputs,
                       api_visibility="private")
-    sign_out.click(do_sign_out, None, [authorized, login_box, admin_box, stats, table, summary,
+    sign_out.click(do_sign_out, None, [authorized, login.box, admin_box, stats, table, summary,
                                        chat_view], api_visibility="private").then(
         clear_monitoring, None, [*monitor_outputs, *monitoring.cluster_outputs],
         api_visibility="private")

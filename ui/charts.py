@@ -60,8 +60,8 @@ def banner_html(status: AlertStatus, settings: Settings) -> str:
     if status.active:
         since = f" since {status.since:%Y-%m-%d %H:%M} UTC" if status.since else ""
         hooks = len(settings.webhook_urls)
-        sent = (f"; the <code>alert.frustration</code> webhook went to {hooks} URL(s)"
-                if hooks else "")
+        sent = (f"; the <code>alert.frustration</code> webhook was queued for {hooks} URL(s) "
+                "(Webhook deliveries below shows how it went)" if hooks else "")
         text = (f"<b>⚠ Frustration alert</b>{since}: {html.escape(_share(status))} "
                 f"({rule}){sent}. It stays until the share falls below the threshold.")
         return f'<div role="alert" class="alert-banner alert-on" style="{ON_STYLE}">{text}</div>'

@@ -7,7 +7,9 @@ It talks only to ChatService, never to the database or the pipeline directly, so
 is logged like any other. After a hand-over a timer reads the conversation's live events
 (``service.events``) and shows the support team's replies, labelled with the person's name, as
 they arrive; the status line says who has the conversation, and only what is true: the hand-over
-notice comes from the service (support hours, whether anyone is signed in).
+notice comes from the service (support hours, whether anyone is signed in). The timer runs only
+while the conversation is handed over. Under the latest answer, up to ``CHIPS`` suggested
+questions (the reply's ``suggestions``) are buttons: a click sends the question.
 
 Sending a message, rating an answer and asking for a human count against the API's chat rate
 limit (``app.state.limiter``, through ``ui.ratelimit``); over it the customer is asked to wait.
@@ -23,7 +25,6 @@ Gradio 6 the theme and CSS are given when mounting, not to ``gr.Blocks``. The Im
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,7 +64,7 @@ THANKS = "Thanks for your feedback!"
 History = list[dict[str, Any]]
 Ids = dict[int, str]  # chatbot message index -> logged bot message id (feedback targets it)
 CHIPS = 3  # suggestion buttons under the chat (CHATBOT_SUGGESTIONS is at most this here)
-OFFERED_KEPT = 5000  # answers whose suggestions are remembered for their chips (see below)
+Offered = list[tuple[str, str]]  # the suggestions on the chips: (faq_id, question), in order
 
 CSS = """
 .gradio-container { width: 100% !important; max-width: 980px !important;
@@ -156,15 +157,12 @@ def _chat_tab(service: ChatService, settings: Settings, limiter: Limiter | None 
             submit_btn=False,
         )
         send = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="support-send")
-    # Suggested questions: buttons filled in after each answer; a click sends the question and
-    # logs the click (``suggestion=`` on the customer message).
-    offered = gr.State([])  # [(faq_id, question)] shown on the chips, in order
+    # Suggested questions: the latest answer's, on buttons under the chat; a click sends the
+    # question and logs the click (``suggestion=`` on the customer message).
+    offered = gr.State([])  # Offered: what the chips show
     with gr.Row(elem_id="chat-suggestions"):
         chips = [gr.Button("", visible=False, size="sm", variant="secondary", min_width=120,
                            elem_classes=["suggestion-chip"]) for _ in range(CHIPS)]
-    # The suggestions of each logged answer by its bot message id, for the step after
-    # ``respond`` (a generator: it yields the chat, not a return value). Bounded: old ones go.
-    by_message: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
     with gr.Row(elem_id="chat-actions"):
         human = gr.Button("Talk to a human", size="md", variant="secondary",
                           elem_id="support-human")
@@ -180,21 +178,28 @@ def _chat_tab(service: ChatService, settings: Settings, limiter: Limiter | None 
         message: str, history: History, conv_id: str | None, ids: Ids, off: bool,
         request: gr.Request, suggestion: str | None = None,
     ) -> Iterator[tuple[Any, ...]]:
-        """Stream one answer. Yields (chatbot, conversation id, ids, hand-over, status, textbox)."""
+        """Stream one answer. Yields (chatbot, conversation id, ids, hand-over, offered
+        suggestions, status line, textbox)."""
+
+        def out(chat: History, line: Any = None, box: Any = None,
+                shown: Offered | None = None) -> tuple[Any, ...]:
+            """The outputs as they stand; None leaves the status line, the textbox or the
+            suggestions as they are."""
+            kept = (gr.update() if value is None else value for value in (shown, line, box))
+            return (chat, conv_id, ids, off, *kept)
+
         if not message:
-            yield history, conv_id, ids, off, gr.update(), gr.update()
+            yield out(history)
             return
         # The same chat limit as the API; over it, the message goes back into the textbox.
         if (wait := over_limit(limiter, request)) is not None:
-            yield (history[:-1], conv_id, ids, off, notice(TOO_MANY.format(seconds=seconds(wait))),
-                   message)
+            yield out(history[:-1], notice(TOO_MANY.format(seconds=seconds(wait))), message)
             return
-        waiting = notice(WAITING) if off else ""
         history = [*history, bot_message("…")]
-        yield history, conv_id, ids, off, waiting, gr.update()  # clears an earlier notice
+        yield out(history, notice(WAITING) if off else "")  # clears an earlier notice
         # From here on the status line is left alone unless this answer has something to say:
         # "Talk to a human" may be clicked while the answer streams, and its notice must stay.
-        waiting = notice(WAITING) if off else gr.update()
+        waiting = notice(WAITING) if off else None
         try:
             try:
                 stream = service.chat_stream(message, conversation_id=conv_id, channel="web",
@@ -211,32 +216,30 @@ def _chat_tab(service: ChatService, settings: Settings, limiter: Limiter | None 
                 if isinstance(item, str):
                     text += item
                     history[-1] = bot_message(bot_markdown(text))
-                    yield history, conv_id, ids, off, waiting, gr.update()
+                    yield out(history, waiting)
                 else:
                     result = item
             if result is None:
                 raise ChatbotError("the answer stream ended without a reply")
         except Exception as error:  # the customer gets a sentence, the log the traceback
             history = history[:-1]
-            restore: Any = gr.update()
+            restore = None
             if isinstance(error, InvalidRequestError):
                 history = history[:-1]  # not logged: take the bubble back, give the text back
                 restore = message
             else:
                 log.exception("web chat failed (conversation %s)", conv_id)
-            yield history, conv_id, ids, off, notice(_customer_error(error)), restore
+            yield out(history, notice(_customer_error(error)), restore)
             return
         if result.agent is not None:  # a person has the conversation: the bot stayed silent
-            yield history[:-1], conv_id, ids, True, notice(result.reply.text), gr.update()
+            off = True
+            yield out(history[:-1], notice(result.reply.text), shown=[])
             return
         history[-1] = bot_message(answer_markdown(result.reply.text, sources(result.reply)))
         ids = {**ids, len(history) - 1: result.message_id}
-        by_message[result.message_id] = [(s.faq_id, s.question)
-                                          for s in result.reply.suggestions[:CHIPS]]
-        while len(by_message) > OFFERED_KEPT:
-            by_message.popitem(last=False)
         off = off or result.handoff
-        yield history, conv_id, ids, off, notice(WAITING) if off else gr.update(), gr.update()
+        yield out(history, notice(WAITING) if off else None,
+                  shown=[(s.faq_id, s.question) for s in result.reply.suggestions[:CHIPS]])
 
     def rate(ids: Ids, data: gr.LikeData, request: gr.Request) -> None:
         if (wait := over_limit(limiter, request)) is not None:
@@ -271,12 +274,16 @@ def _chat_tab(service: ChatService, settings: Settings, limiter: Limiter | None 
             said = service.agents.availability().notice
         except Exception as error:
             log.exception("hand-over failed for conversation %s", conv_id)
-            return False, notice(_customer_error(error))
+            return gr.update(), notice(_customer_error(error))  # as it was before the click
         return True, notice(f"{said} {KEEP_OPEN}")
 
-    def follow(off: bool) -> gr.Timer:
-        """Watch for the support team's messages while the conversation is handed over."""
-        return gr.Timer(active=bool(off))
+    def after_answer(off: bool, shown: Offered) -> tuple[Any, ...]:
+        """While a person has the conversation, follow their messages (the timer) and offer no
+        suggestions; otherwise the latest answer's suggestions on the chips."""
+        shown = [] if off else shown
+        return (gr.Timer(active=bool(off)),
+                *(gr.update(value=shown[i][1], visible=True) if i < len(shown)
+                  else gr.update(value="", visible=False) for i in range(CHIPS)))
 
     def poll(conv_id: str | None, history: History, after: int) -> tuple[Any, ...]:
         """New live events: agent messages join the transcript; joins, hand-backs and
@@ -305,15 +312,8 @@ def _chat_tab(service: ChatService, settings: Settings, limiter: Limiter | None 
                 off, active = False, False
         return history, events[-1].id, status, off, gr.Timer(active=active)
 
-    def show_chips(ids: Ids, off: bool) -> tuple[Any, ...]:
-        """The latest answer's suggestions on the chips (none once a person has the chat)."""
-        latest = ids[max(ids)] if ids else None
-        shown = [] if off or latest is None else by_message.get(latest, [])
-        return (shown, *(gr.update(value=shown[i][1], visible=True) if i < len(shown)
-                         else gr.update(value="", visible=False) for i in range(CHIPS)))
-
     def pick(index: int) -> Any:
-        def picked(shown: list[tuple[str, str]], history: History) -> tuple[Any, ...]:
+        def picked(shown: Offered, history: History) -> tuple[Any, ...]:
             """A chip was clicked: its question joins the chat and the chips go."""
             hidden = tuple(gr.update(visible=False) for _ in range(CHIPS))
             if index >= len(shown):
@@ -328,18 +328,18 @@ def _chat_tab(service: ChatService, settings: Settings, limiter: Limiter | None 
         yield from respond(message, history, conv_id, ids, off, request, suggestion=faq_id)
 
     def start_over() -> tuple[Any, ...]:
-        return [], None, {}, False, "", "", 0, gr.Timer(active=False)
+        return [], None, {}, False, [], "", "", 0
 
+    answer_outputs = [chatbot, conversation_id, message_ids, handed_off, offered, status, textbox]
     for trigger in (textbox.submit, send.click):
         trigger(
             add_customer, [textbox, chatbot], [textbox, chatbot, pending],
             queue=False, api_visibility="private",
         ).then(
             respond, [pending, chatbot, conversation_id, message_ids, handed_off],
-            [chatbot, conversation_id, message_ids, handed_off, status, textbox],
-            concurrency_limit=16, show_progress="hidden", api_visibility="private",
-        ).then(follow, [handed_off], [agent_timer], api_visibility="private"
-        ).then(show_chips, [message_ids, handed_off], [offered, *chips],
+            answer_outputs, concurrency_limit=16, show_progress="hidden",
+            api_visibility="private",
+        ).then(after_answer, [handed_off, offered], [agent_timer, *chips],
                api_visibility="private")
     clicked = gr.State(None)  # the FAQ id of the chip being sent
     for index, chip in enumerate(chips):
@@ -348,24 +348,24 @@ def _chat_tab(service: ChatService, settings: Settings, limiter: Limiter | None 
             queue=False, api_visibility="private",
         ).then(
             respond_to_chip, [pending, chatbot, conversation_id, message_ids, handed_off, clicked],
-            [chatbot, conversation_id, message_ids, handed_off, status, textbox],
-            concurrency_limit=16, show_progress="hidden", api_visibility="private",
-        ).then(follow, [handed_off], [agent_timer], api_visibility="private"
-        ).then(show_chips, [message_ids, handed_off], [offered, *chips],
+            answer_outputs, concurrency_limit=16, show_progress="hidden",
+            api_visibility="private",
+        ).then(after_answer, [handed_off, offered], [agent_timer, *chips],
                api_visibility="private")
     chatbot.like(rate, [message_ids], None, api_visibility="private")
     human.click(ask_human, [conversation_id], [handed_off, status], api_visibility="private"
-                ).then(follow, [handed_off], [agent_timer], api_visibility="private")
+                ).then(after_answer, [handed_off, offered], [agent_timer, *chips],
+                       api_visibility="private")
     agent_timer.tick(poll, [conversation_id, chatbot, last_event],
                      [chatbot, last_event, status, handed_off, agent_timer],
                      show_progress="hidden", api_visibility="private")
     for trigger in (restart.click, chatbot.clear):  # the Chatbot's own trash button too
         trigger(
             start_over, None,
-            [chatbot, conversation_id, message_ids, handed_off, status, textbox, last_event,
-             agent_timer],
+            [chatbot, conversation_id, message_ids, handed_off, offered, status, textbox,
+             last_event],
             api_visibility="private",
-        ).then(show_chips, [message_ids, handed_off], [offered, *chips],
+        ).then(after_answer, [handed_off, offered], [agent_timer, *chips],
                api_visibility="private")
 
 
@@ -375,7 +375,8 @@ def build_ui(service: ChatService, settings: Settings,
     The Improve tab is there when the app has a learning loop."""
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
-            f"# {TITLE}\nAnswers come from our help centre; a person can take over any time.",
+            f"# {TITLE}\nAnswers come from our help centre, and you can ask for a person at "
+            "any point.",
             elem_id="support-header",
         )
         with gr.Tabs():

@@ -1,9 +1,9 @@
 """The Improve tab of the web UI: the review queue of suggested FAQs and the content-gap report.
 
-Nothing is shown before the admin token is entered; as in ``ui.admin`` the check happens on the
-server, its result lives in a ``gr.State`` and every handler checks it again (Gradio handlers can
-be called without the page). Everything goes through ``chatbot.learning.loop.LearningLoop``, the
-same object the admin API uses.
+Nothing is shown before the admin token is entered; as on the Admin tab (``ui.signin``) the
+check happens on the server, its result lives in a ``gr.State`` and every handler checks it
+again (Gradio handlers can be called without the page). Everything goes through
+``chatbot.learning.loop.LearningLoop``, the same object the admin API uses.
 
 Suggestions: pick one from the queue, read the customer questions and agent answers behind it,
 edit question, answer and category (or the FAQ it is linked to), then approve (the re-index
@@ -14,7 +14,6 @@ a topic to read its questions and open its conversations' transcripts.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -24,15 +23,13 @@ from typing import Any
 import gradio as gr
 
 from chatbot.conversations.service import ChatService
-from chatbot.errors import ChatbotError
 from chatbot.learning.gaps import report_csv
 from chatbot.learning.loop import LearningLoop
 from chatbot.learning.views import GapReport, Review, Suggestion
 from ui.admin import transcript
-from ui.ratelimit import Limiter, sign_in_failed, sign_in_refused
+from ui.ratelimit import Limiter
+from ui.signin import TokenPanel, explain, require, sign_in
 from ui.text import literal_markdown
-
-log = logging.getLogger(__name__)
 
 STATUSES = ["pending", "approved", "merged_into_faq", "rejected", "all"]
 PERIODS = {"Last 7 days": 7, "Last 30 days": 30, "Last 90 days": 90, "All time": None}
@@ -40,27 +37,11 @@ QUEUE_HEADERS = ["Id", "Asked", "Question", "Links to FAQ", "Category", "Status"
 GAP_HEADERS = ["#", "Questions", "Chats", "Fallbacks", "Hand-overs", "Thumbs down",
                "Topic (its most typical question)"]
 PAGE = 100
-NOT_SIGNED_IN = "Sign in with the admin token first."
 PICK_FIRST = "Pick a suggestion from the queue first."
-SOMETHING_WRONG = "Something went wrong; the details are in the server log."
-
-
-class NotAuthorized(Exception):
-    pass
-
-
-def _require(ok: bool) -> None:
-    if not ok:
-        raise NotAuthorized(NOT_SIGNED_IN)
 
 
 def _explain(error: BaseException, what: str) -> str:
-    if isinstance(error, NotAuthorized):
-        return str(error)
-    if isinstance(error, ChatbotError):
-        return f"{what} failed: {literal_markdown(str(error))}"
-    log.exception("improve: %s failed", what)
-    return f"{what} failed. {SOMETHING_WRONG}"
+    return explain(error, what, "improve")
 
 
 def queue_rows(items: list[Suggestion]) -> list[list[Any]]:
@@ -110,12 +91,8 @@ def build_improve_tab(learning: LearningLoop, service: ChatService,
     chosen = gr.State(None)  # the suggestion being edited
     report_state = gr.State(None)  # the last gap report (as JSON)
 
-    with gr.Column(visible=True) as login_box:
-        gr.Markdown("### Improve the assistant\nEnter the admin token (`CHATBOT_ADMIN_TOKEN`).")
-        token = gr.Textbox(label="Admin token", type="password", max_lines=1,
-                           elem_id="improve-token")
-        sign_in = gr.Button("Sign in", variant="primary", elem_id="improve-sign-in")
-        login_message = gr.Markdown()
+    login = TokenPanel.build("improve", "### Improve the assistant\nEnter the admin token "
+                             "(`CHATBOT_ADMIN_TOKEN`).", "Admin token", "Sign in")
 
     with gr.Column(visible=False) as main_box:
         gr.Markdown("### Suggested FAQs\nLearnt from agents' answers to questions the assistant "
@@ -162,22 +139,11 @@ def build_improve_tab(learning: LearningLoop, service: ChatService,
                                elem_id="improve-transcript")
 
     def do_sign_in(value: str, request: gr.Request) -> tuple[Any, ...]:
-        refused = sign_in_refused(limiter, request)
-        if refused is not None:  # the failures are used up: no token is even checked
-            return False, gr.update(), gr.update(), f"**{refused}**", ""
-        try:
-            ok = service.check_admin_token(value)
-        except ChatbotError as error:
-            return False, gr.update(), gr.update(), f"**Cannot sign in:** {error}", ""
-        if not ok:
-            log.warning("improve sign-in with a wrong token")
-            sign_in_failed(limiter, request)
-            return False, gr.update(), gr.update(), "**That token is not right.**", ""
-        return True, gr.update(visible=False), gr.update(visible=True), "", ""
+        return sign_in(service.check_admin_token, value, request, limiter, "improve")
 
     def load_queue(ok: bool, st: str) -> tuple[Any, ...]:
         try:
-            _require(ok)
+            require(ok)
             _, items = learning.list(status=None if st == "all" else st, limit=PAGE)
         except Exception as error:
             return [], [], _explain(error, "Loading suggestions")
@@ -185,7 +151,7 @@ def build_improve_tab(learning: LearningLoop, service: ChatService,
 
     def pick(ok: bool, row_ids: list[int], evt: gr.SelectData) -> tuple[Any, ...]:
         try:
-            _require(ok)
+            require(ok)
             row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
             s = learning.get(int(row_ids[int(row)]))
         except (IndexError, ValueError):
@@ -200,7 +166,7 @@ def build_improve_tab(learning: LearningLoop, service: ChatService,
         edits are not lost), emptied once the suggestion has left the queue."""
         keep = (gr.update(),) * 5
         try:
-            _require(ok)
+            require(ok)
             if picked is None:
                 return (PICK_FIRST, *keep)
             if action == "save":
@@ -220,7 +186,7 @@ def build_improve_tab(learning: LearningLoop, service: ChatService,
 
     def build_gaps(ok: bool, chosen_period: str) -> tuple[Any, ...]:
         try:
-            _require(ok)
+            require(ok)
             days = PERIODS.get(chosen_period)
             since = datetime.now(UTC) - timedelta(days=days) if days else None
             report = learning.gaps(since=since)
@@ -237,7 +203,7 @@ def build_improve_tab(learning: LearningLoop, service: ChatService,
     def pick_topic(ok: bool, report: dict[str, Any] | None,
                    evt: gr.SelectData) -> tuple[Any, ...]:
         try:
-            _require(ok)
+            require(ok)
             row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
             t = GapReport.model_validate(report).topics[int(row)]
         except Exception as error:
@@ -251,15 +217,15 @@ def build_improve_tab(learning: LearningLoop, service: ChatService,
         if not conversation_id:
             return gr.update(value=[], visible=False), ""
         try:
-            _require(ok)
+            require(ok)
             messages, text = transcript(service.conversation(conversation_id))
         except Exception as error:
             return gr.update(value=[], visible=False), _explain(error, "Opening the conversation")
         return gr.update(value=messages, visible=True), text
 
     editor = [authorized, chosen, question, answer, category, linked]
-    for trigger in (sign_in.click, token.submit):
-        trigger(do_sign_in, [token], [authorized, login_box, main_box, login_message, token],
+    for trigger in login.triggers:
+        trigger(do_sign_in, [login.token], login.outputs(authorized, main_box),
                 api_visibility="private").then(
             load_queue, [authorized, status], [queue, ids, behind], api_visibility="private")
     for control in (refresh.click, status.change):

@@ -1,12 +1,13 @@
 """The Inbox tab of the web UI: where a person from the support team answers hand-overs.
 
-Sign in with an agent token (``chatbot agents add NAME``). The check happens on the server and
-only the agent's id lives in a ``gr.State`` (server-side, per browser session); every handler
-looks the agent up again (``service.agents.refresh``), so a removed agent is out at their next
-click and nothing can be called without signing in; wrong tokens count against the failed
-sign-in limit shared with the API (``ui.ratelimit``). While signed in, a timer refreshes the list
-and the open conversation every few seconds, which also keeps the agent "signed in" for the
-hand-over promise (``CHATBOT_AGENT_ONLINE_MINUTES``).
+Sign in with an agent token (``chatbot agents add NAME``; ``ui.signin``). The check happens on
+the server and only the agent's id lives in a ``gr.State`` (server-side, per browser session);
+every handler looks the agent up again (``service.agents.refresh``), so a removed agent is out
+at their next click and nothing can be called without signing in; wrong tokens count against
+the failed sign-in limit shared with the API. While signed in, a timer refreshes the list and
+the open conversation every few seconds, which also keeps the agent "signed in" for the
+hand-over promise (``CHATBOT_AGENT_ONLINE_MINUTES``); it stops when the agent signs out or is
+no longer signed in.
 
 The list: open hand-overs, high priority first, then the longest waiting, with who has each
 claimed one. The conversation: the whole transcript (the bot's routes, sources and reasons, the
@@ -27,8 +28,9 @@ from chatbot.conversations.agents import AgentView, InboxItem
 from chatbot.conversations.service import ChatService
 from chatbot.conversations.views import ConversationView
 from chatbot.errors import ChatbotError
-from ui.ratelimit import Limiter, sign_in_failed, sign_in_refused
-from ui.text import bot_markdown, literal_markdown
+from ui.ratelimit import Limiter
+from ui.signin import SOMETHING_WRONG, NotSignedIn, TokenPanel, sign_in
+from ui.text import bot_markdown, literal_markdown, transcript_messages
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,6 @@ REFRESH_S = 4.0
 HEADERS = ["Priority", "Waiting since (UTC)", "Status", "Channel", "Customer", "Last message"]
 NOT_SIGNED_IN = "Sign in with your agent token first."
 PICK_FIRST = "Pick a conversation from the list first."
-SOMETHING_WRONG = "Something went wrong; the details are in the server log."
-
-
-class NotSignedIn(Exception):
-    pass
 
 
 def rows(items: list[InboxItem]) -> list[list[Any]]:
@@ -48,31 +45,6 @@ def rows(items: list[InboxItem]) -> list[list[Any]]:
              i.requested_at.strftime("%Y-%m-%d %H:%M"),
              f"claimed by {i.claimed_by}" if i.status == "claimed" else "waiting",
              i.channel, i.customer_ref or "—", i.last_customer_message] for i in items]
-
-
-def transcript(view: ConversationView) -> list[dict[str, Any]]:
-    """The conversation for an agent: customer messages as typed, the bot's with how they were
-    produced (route, confidence, cited sources, the reason), agents' with their names."""
-    messages: list[dict[str, Any]] = []
-    for m in view.messages:
-        if m.role == "customer":
-            messages.append({"role": "user", "content": literal_markdown(m.text)})
-        elif m.role == "agent":
-            name = literal_markdown(m.agent_name or "Support team")
-            messages.append({"role": "assistant",
-                             "content": f"**{name}** (agent): {literal_markdown(m.text)}"})
-        else:
-            details = [f"route {m.route}"] if m.route else []
-            if m.confidence is not None:
-                details.append(f"confidence {m.confidence:.2f}")
-            cited = [h.record_id for h in m.hits if h.cited]
-            if cited:
-                details.append("sources " + ", ".join(cited))
-            if m.reason:
-                details.append(f"why: {m.reason}")
-            meta = f"\n\n*{literal_markdown(' · '.join(details))}*" if details else ""
-            messages.append({"role": "assistant", "content": bot_markdown(m.text) + meta})
-    return messages
 
 
 def summary(item: InboxItem | None, view: ConversationView | None) -> str:
@@ -99,13 +71,9 @@ def build_inbox_tab(service: ChatService, limiter: Limiter | None = None) -> Non
     current = gr.State(None)  # the conversation shown
     timer = gr.Timer(REFRESH_S, active=False)
 
-    with gr.Column(visible=True) as login_box:
-        gr.Markdown("### Agent sign-in\nEnter your agent token (an admin creates one with "
-                    "`chatbot agents add NAME`).")
-        token = gr.Textbox(label="Agent token", type="password", max_lines=1,
-                           elem_id="inbox-token")
-        sign_in = gr.Button("Open the inbox", variant="primary", elem_id="inbox-sign-in")
-        login_message = gr.Markdown()
+    login = TokenPanel.build("inbox", "### Agent sign-in\nEnter your agent token (an admin "
+                             "creates one with `chatbot agents add NAME`).", "Agent token",
+                             "Open the inbox")
 
     with gr.Column(visible=False) as inbox_box:
         with gr.Row():
@@ -143,13 +111,15 @@ def build_inbox_tab(service: ChatService, limiter: Limiter | None = None) -> Non
         return f"{what} failed. {SOMETHING_WRONG}"
 
     def load(agent: str | None, conversation: str | None) -> tuple[Any, ...]:
-        """The list and the open conversation, fresh (also each timer tick)."""
+        """The list and the open conversation, fresh (also each timer tick; the timer stops
+        once the agent is no longer signed in, e.g. removed)."""
         try:
             me = signed_in(agent)
             items = desk.inbox(transcripts=False)
         except Exception as error:
+            timer_now = gr.Timer(active=False) if isinstance(error, NotSignedIn) else gr.update()
             return (gr.update(), gr.update(), explain(error, "Loading the inbox"), gr.update(),
-                    gr.update(), gr.update())
+                    gr.update(), gr.update(), timer_now)
         waiting = sum(i.status == "pending" for i in items)
         counted = (f"**{waiting}** waiting · **{len(items) - waiting}** claimed"
                    if items else "Nothing is waiting. New hand-overs appear here by themselves.")
@@ -158,25 +128,16 @@ def build_inbox_tab(service: ChatService, limiter: Limiter | None = None) -> Non
         if conversation:
             shown_header, shown_chat = show(conversation, items)
         return (rows(items), [i.conversation_id for i in items], counted, shown_header,
-                shown_chat, f"Signed in as **{literal_markdown(me.name)}**")
+                shown_chat, f"Signed in as **{literal_markdown(me.name)}**", gr.update())
 
     def show(conversation: str, items: list[InboxItem]) -> tuple[str, list[dict[str, Any]]]:
         view = service.conversation(conversation)
         item = next((i for i in items if i.conversation_id == conversation), None)
-        return summary(item, view), transcript(view)
+        return summary(item, view), transcript_messages(view)
 
     def do_sign_in(value: str, request: gr.Request) -> tuple[Any, ...]:
-        refused = sign_in_refused(limiter, request)
-        if refused is not None:  # the failures are used up: no token is even checked
-            return None, gr.update(), gr.update(), f"**{refused}**", "", gr.Timer(active=False)
-        agent = desk.authenticate(value)
-        if agent is None:
-            log.warning("inbox sign-in with a wrong agent token")
-            sign_in_failed(limiter, request)
-            return (None, gr.update(), gr.update(), "**That token is not right.**", "",
-                    gr.Timer(active=False))
-        return (agent.id, gr.update(visible=False), gr.update(visible=True), "", "",
-                gr.Timer(active=True))
+        agent, *shown = sign_in(desk.authenticate, value, request, limiter, "inbox")
+        return (agent.id if agent else None, *shown, gr.Timer(active=agent is not None))
 
     def do_sign_out() -> tuple[Any, ...]:
         return (None, gr.update(visible=True), gr.update(visible=False), [], [], None,
@@ -206,7 +167,7 @@ def build_inbox_tab(service: ChatService, limiter: Limiter | None = None) -> Non
                 return gr.update(), "You have this conversation; the bot stays quiet."
             if action == "reply":
                 desk.reply(conversation, me, text)
-                return "", "Sent: the customer sees it now."
+                return "", "Sent: it appears in the customer's chat while it is open."
             if action == "handback":
                 desk.handback(conversation, me)
                 return gr.update(), "Handed back: the bot answers this conversation again."
@@ -215,12 +176,12 @@ def build_inbox_tab(service: ChatService, limiter: Limiter | None = None) -> Non
         except Exception as error:
             return gr.update(), explain(error, action.title())
 
-    outputs = [table, row_ids, counts, header, chat_view, who]
-    for trigger in (sign_in.click, token.submit):
-        trigger(do_sign_in, [token], [agent_id, login_box, inbox_box, login_message, token, timer],
+    outputs = [table, row_ids, counts, header, chat_view, who, timer]
+    for trigger in login.triggers:
+        trigger(do_sign_in, [login.token], [*login.outputs(agent_id, inbox_box), timer],
                 api_visibility="private").then(
             load, [agent_id, current], outputs, api_visibility="private")
-    sign_out.click(do_sign_out, None, [agent_id, login_box, inbox_box, table, row_ids, current,
+    sign_out.click(do_sign_out, None, [agent_id, login.box, inbox_box, table, row_ids, current,
                                        header, chat_view, status, timer],
                    api_visibility="private")
     timer.tick(load, [agent_id, current], outputs, api_visibility="private",

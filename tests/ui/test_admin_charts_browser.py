@@ -14,30 +14,19 @@ below the threshold, the banner turns quiet by itself and no second webhook goes
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import uvicorn
-from live_helpers import WebhookReceiver
+from live_helpers import WebhookReceiver, serve_app, wait_until
 from sqlalchemy.orm import selectinload
 from standin import StandInPipeline
-from test_ui_browser import (  # noqa: F401  (fixtures)
-    Shot,
-    _free_port,
-    browser,
-    page,
-    playwright_api,
-    shot,
-    wait_until,
-)
 
 from chatbot.config import Settings
 from chatbot.conversations.alerts import EVENT
-from chatbot.conversations.engine import make_sessionmaker, upgrade
+from chatbot.conversations.engine import make_sessionmaker
 from chatbot.conversations.models import Conversation
 from chatbot.conversations.service import ChatService
 from chatbot.conversations.webhooks import SIGNATURE_HEADER, verify
@@ -102,34 +91,24 @@ def _seed(service: ChatService) -> None:
 
 
 @pytest.fixture(scope="module")
-def monitored(tmp_path_factory: pytest.TempPathFactory, playwright_api: Any,  # noqa: F811
+def monitored(served_settings: Callable[..., Settings], playwright_api: Any,
               embedder: Any) -> Iterator[Monitored]:
     receiver = WebhookReceiver()
-    root = tmp_path_factory.mktemp("charts")
-    settings = Settings(var_dir=root / "var", knowledge_base=root / "kb",
-                        alert_min_conversations=5, alert_frustrated_share=0.3,
-                        alert_interval_s=1.0, webhook_urls=[receiver.start()],
-                        webhook_secret=SECRET, _env_file=None)  # type: ignore[call-arg]
-    upgrade(settings)
+    settings = served_settings("charts", alert_min_conversations=5, alert_frustrated_share=0.3,
+                               alert_interval_s=1.0, webhook_urls=[receiver.start()],
+                               webhook_secret=SECRET)
     app = create_app(settings, pipeline=CategorisedStandIn(embedder))
     service: ChatService = app.state.service
     _seed(service)  # before the server starts: its first check sees today's frustration
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(),
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn-charts", daemon=True)
-    thread.start()
-    wait_until(lambda: server.started or not thread.is_alive(), timeout=60)
-    assert server.started, "uvicorn did not start"
     try:
-        yield Monitored(f"http://127.0.0.1:{server.config.port}", service, receiver)
+        with serve_app(app, name="uvicorn-charts") as url:
+            yield Monitored(url, service, receiver)
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
         receiver.stop()
 
 
 def test_admin_sees_the_alert_banner_and_the_monitoring_charts(
-        shot: Shot, page: Any, monitored: Monitored) -> None:  # noqa: F811
+        shot: Callable[..., None], page: Any, monitored: Monitored) -> None:
     from playwright.sync_api import expect
 
     def alerts() -> list[Any]:

@@ -10,15 +10,13 @@ gradio_chat_agent.png, inbox.png) go to the ``screenshot_dir`` (see tests/confte
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from live_helpers import XSS, WebhookReceiver, open_widget, serve_app, stored_conversation_id
 from sqlalchemy import select
 
 from chatbot.config import Settings
@@ -26,12 +24,6 @@ from chatbot.conversations.models import Message
 from chatbot.conversations.service import ChatService
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-XSS = "<img src=x onerror=alert(1)>"
 
 
 @dataclass
@@ -51,105 +43,35 @@ class Live:
         return response
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            assert value, f"condition not met within {timeout} s (last value {value!r})"
-            return value
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
-def playwright_api() -> Any:
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests skipped: /usr/bin/chromium is missing "
-                    "(apt-get update && apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("browser tests skipped: playwright is not installed (pip install -e '.[dev]')")
-    return sync_playwright
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, playwright_api: Any) -> Iterator[Live]:
-    import uvicorn
-    from live_helpers import WebhookReceiver
+def live(served_settings: Callable[..., Settings], playwright_api: Any) -> Iterator[Live]:
     from standin import StandInPipeline
 
-    from chatbot.conversations.engine import upgrade
     from chatbot.web.app import create_app
 
-    root = tmp_path_factory.mktemp("inbox")
     receiver = WebhookReceiver()
-    settings = Settings(var_dir=root / "var", knowledge_base=root / "kb",
-                        webhook_urls=[receiver.start()], webhook_secret="browser-secret",
-                        _env_file=None)  # type: ignore[call-arg]
-    upgrade(settings)
+    settings = served_settings("inbox", webhook_urls=[receiver.start()],
+                               webhook_secret="browser-secret")
     app = create_app(settings, pipeline=StandInPipeline())
     service: ChatService = app.state.service
     tokens = {name: service.agents.add(name)[1] for name in ("Sam", "Ana")}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    wait_until(lambda: server.started or not thread.is_alive(), timeout=60)
-    assert server.started, "uvicorn did not start"
     try:
-        yield Live(f"http://127.0.0.1:{port}", service, tokens, receiver)
+        with serve_app(app) as url:
+            yield Live(url, service, tokens, receiver)
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
         receiver.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(playwright_api: Any) -> Iterator[Any]:
-    with playwright_api() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture
-def new_page(browser: Any) -> Iterator[Callable[[], Any]]:
-    contexts: list[Any] = []
+def new_page(new_page: Callable[..., Any]) -> Callable[[], Any]:
+    """Pages a little taller than the default, on which any dialog fails the test."""
 
     def make() -> Any:
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
-        context.set_default_timeout(20_000)
-        contexts.append(context)
-        page = context.new_page()
+        page = new_page(viewport={"width": 1280, "height": 860})
         page.on("dialog", lambda d: (_ for _ in ()).throw(AssertionError(d.message)))
         return page
 
-    yield make
-    for context in contexts:
-        context.close()
-
-
-@pytest.fixture
-def shot(screenshot_dir: Path) -> Callable[..., None]:
-    def take(page: Any, name: str, **kwargs: Any) -> None:
-        page.screenshot(path=str(screenshot_dir / name), **kwargs)
-
-    return take
-
-
-def _stored_conversation_id(page: Any) -> str:
-    ids = page.evaluate(
-        "() => Object.keys(localStorage).filter(k => k.endsWith(':conversation'))"
-        ".map(k => localStorage.getItem(k))")
-    assert len(ids) == 1, ids
-    return str(ids[0])
+    return make
 
 
 def test_widget_shows_an_agents_reply_as_it_arrives(new_page: Callable[[], Any], live: Live,
@@ -159,13 +81,11 @@ def test_widget_shows_an_agents_reply_as_it_arrives(new_page: Callable[[], Any],
     page = new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{live.url}/widget/example.html")
-    page.get_by_role("button", name="Open chat: Pinecrest help").click()
-    box = page.get_by_label("Type your message")
+    box = open_widget(page, live.url)
     box.fill("I need a human please")
     box.press("Enter")
     expect(page.locator(".cw-msg--handoff")).to_contain_text("Their reply will appear here")
-    conv = _stored_conversation_id(page)
+    conv = stored_conversation_id(page)
 
     # An agent takes it over the API; the open page shows it without a reload.
     live.api(f"/conversations/{conv}/claim")

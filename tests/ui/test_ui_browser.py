@@ -8,19 +8,19 @@ folder, or into ``--screenshots DIR`` (``make screenshots`` keeps them in bench/
 
 They skip with a message when /usr/bin/chromium or playwright is missing
 (``apt-get update && apt-get install -y chromium`` installs the browser; ``make test`` tries).
+The browser and page fixtures are in tests/ui/conftest.py, the server helpers in
+tests/live_helpers.py.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+from live_helpers import XSS, open_widget, serve_app, stored_conversation_id, wait_until
 from sqlalchemy import select
 
 from chatbot.config import Settings
@@ -29,12 +29,8 @@ from chatbot.conversations.service import ChatService
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-XSS = "<img src=x onerror=alert(1)>"
 MAX_CHARS = 500  # a small server-side limit so the too-long test can exceed it
+Shot = Callable[..., None]
 
 
 @dataclass
@@ -65,72 +61,18 @@ class StandInReindexer:
         return ReindexReport("standin-v2", 1, 0, 0, 4, 5, 3, 0.6, rebuilt=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``check`` until it returns something truthy (browser events reach the server
-    asynchronously); fail with the last value when it never does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            assert value, f"condition not met within {timeout} s (last value {value!r})"
-            return value
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
-def playwright_api() -> Any:
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests skipped: /usr/bin/chromium is missing "
-                    "(apt-get update && apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("browser tests skipped: playwright is not installed (pip install -e '.[dev]')")
-    return sync_playwright
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, playwright_api: Any) -> Iterator[Live]:
+def live(served_settings: Callable[..., Settings], playwright_api: Any) -> Iterator[Live]:
     """The real app on a free 127.0.0.1 port, in a uvicorn server thread."""
-    import uvicorn
     from standin import StandInPipeline
 
-    from chatbot.conversations.engine import upgrade
     from chatbot.web.app import create_app
 
-    root = tmp_path_factory.mktemp("ui")
-    settings = Settings(var_dir=root / "var", knowledge_base=root / "kb",
-                        max_message_chars=MAX_CHARS, _env_file=None)  # type: ignore[call-arg]
-    upgrade(settings)
+    settings = served_settings("ui", max_message_chars=MAX_CHARS)
     pipeline, reindexer = StandInPipeline(), StandInReindexer()
     app = create_app(settings, pipeline=pipeline, reindexer=reindexer)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    wait_until(lambda: server.started or not thread.is_alive(), timeout=60)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield Live(f"http://127.0.0.1:{port}", app.state.service, pipeline, reindexer)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
-@pytest.fixture(scope="module")
-def browser(playwright_api: Any) -> Iterator[Any]:
-    with playwright_api() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with serve_app(app) as url:
+        yield Live(url, app.state.service, pipeline, reindexer)
 
 
 class Watch:
@@ -147,29 +89,6 @@ class Watch:
                 if r.url.rstrip("/").endswith("/x") else None)
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(20_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-Shot = Callable[..., None]
-
-
-@pytest.fixture
-def shot(screenshot_dir: Path) -> Shot:
-    """Save a screenshot of ``page`` as ``name`` (see ``--screenshots`` in tests/conftest.py)."""
-
-    def take(page: Any, name: str, **kwargs: Any) -> None:
-        page.screenshot(path=str(screenshot_dir / name), **kwargs)
-
-    return take
-
-
 def _rating(service: ChatService, message_id: str) -> str | None:
     with service._sessions() as session:
         return session.scalar(select(Feedback.rating).where(Feedback.message_id == message_id))
@@ -181,15 +100,6 @@ def _conversation(service: ChatService, conversation_id: str) -> Conversation | 
 
 
 # --- the widget ------------------------------------------------------------------------------
-def _open_widget(page: Any, live: Live) -> Any:
-    from playwright.sync_api import expect
-
-    page.goto(f"{live.url}/widget/example.html")
-    page.get_by_role("button", name="Open chat: Pinecrest help").click()
-    expect(page.get_by_role("dialog", name="Pinecrest help")).to_be_visible()
-    return page.get_by_label("Type your message")
-
-
 def _ask_widget(page: Any, question: str) -> Any:
     """Type a question, press Enter, wait for the finished answer; returns its row."""
     before = page.locator(".cw-msg--bot[data-message-id]").count()
@@ -201,21 +111,12 @@ def _ask_widget(page: Any, question: str) -> Any:
     return answers.last
 
 
-def _stored_conversation_id(page: Any) -> str:
-    ids = page.evaluate(
-        "() => Object.keys(localStorage).filter(k => k.endsWith(':conversation'))"
-        ".map(k => localStorage.getItem(k))"
-    )
-    assert len(ids) == 1, f"expected one stored conversation id, found {ids}"
-    return str(ids[0])
-
-
 def test_widget_streams_an_answer_with_sources_and_records_thumbs_up(shot: Shot, page: Any,
                                                                       live: Live) -> None:
     from playwright.sync_api import expect
 
     watch = Watch(page)
-    box = _open_widget(page, live)
+    box = open_widget(page, live.url)
     expect(box).to_be_focused()  # opening the chat puts the cursor in the message box
     with page.expect_response(lambda r: r.url.endswith("/api/v1/chat/stream")) as stream:
         answer = _ask_widget(page, "How long does shipping take?")
@@ -235,7 +136,7 @@ def test_widget_streams_an_answer_with_sources_and_records_thumbs_up(shot: Shot,
     assert wait_until(lambda: _rating(live.service, message_id)) == "up"
 
     # The conversation the browser remembers is the one the database logged the answer in.
-    conversation = _conversation(live.service, _stored_conversation_id(page))
+    conversation = _conversation(live.service, stored_conversation_id(page))
     assert conversation is not None and conversation.channel == "widget"
     with live.service._sessions() as session:
         assert session.get(Message, message_id).conversation_id == conversation.id
@@ -247,25 +148,25 @@ def test_widget_shows_markup_typed_by_a_customer_as_text(page: Any, live: Live) 
     from playwright.sync_api import expect
 
     watch = Watch(page)
-    _open_widget(page, live)
+    open_widget(page, live.url)
     _ask_widget(page, XSS)
     mine = page.locator(".cw-msg--customer .cw-text").last
     expect(mine).to_have_text(XSS)
     assert page.locator("#support-chat-widget img").count() == 0
     page.wait_for_timeout(300)  # an injected image would have failed to load and fired by now
     assert watch.dialogs == [] and watch.image_requests == []
-    stored = live.service.conversation(_stored_conversation_id(page))
+    stored = live.service.conversation(stored_conversation_id(page))
     assert stored.messages[0].text == XSS  # stored exactly as typed, not mangled
 
 
 def test_widget_restores_the_transcript_after_a_reload(page: Any, live: Live) -> None:
     from playwright.sync_api import expect
 
-    _open_widget(page, live)
+    open_widget(page, live.url)
     answer = _ask_widget(page, "Do you ship to Canada?")
     answer.get_by_role("button", name="No, this did not help").click()
     expect(answer.locator(".cw-feedback-thanks")).to_be_visible()
-    conversation_id = _stored_conversation_id(page)
+    conversation_id = stored_conversation_id(page)
 
     page.reload()
     page.get_by_role("button", name="Open chat: Pinecrest help").click()
@@ -277,22 +178,22 @@ def test_widget_restores_the_transcript_after_a_reload(page: Any, live: Live) ->
         "aria-pressed", "true")
     # The next question continues the same conversation.
     _ask_widget(page, "How do I return an item?")
-    assert _stored_conversation_id(page) == conversation_id
+    assert stored_conversation_id(page) == conversation_id
     assert len(live.service.conversation(conversation_id).messages) == 4
 
 
 def test_widget_new_conversation_closes_the_old_one(page: Any, live: Live) -> None:
     from playwright.sync_api import expect
 
-    _open_widget(page, live)
+    open_widget(page, live.url)
     _ask_widget(page, "Do you ship to Canada?")
-    first = _stored_conversation_id(page)
+    first = stored_conversation_id(page)
     page.get_by_role("button", name="Start a new conversation").click()
     expect(page.locator(".cw-msg--customer")).to_have_count(0)
     assert wait_until(lambda: live.service.conversation(first).status == "closed")
     assert live.service.conversation(first).ended_at is not None
     _ask_widget(page, "How do I return an item?")
-    second = _stored_conversation_id(page)
+    second = stored_conversation_id(page)
     assert second != first and live.service.conversation(second).status == "open"
 
 
@@ -315,7 +216,7 @@ def test_widget_works_from_the_keyboard_and_hands_over_to_a_human(page: Any,
     page.get_by_role("button", name="Talk to a human").click()
     # It says what is true: nobody is signed in to the inbox here, so the conversation waits.
     expect(page.locator(".cw-msg--handoff")).to_contain_text("No one from our team is online")
-    conversation_id = _stored_conversation_id(page)
+    conversation_id = stored_conversation_id(page)
     assert wait_until(lambda: _conversation(live.service, conversation_id).status
                       == "handed_off")
     with live.service._sessions() as session:
@@ -327,7 +228,7 @@ def test_widget_reports_a_too_long_message_and_gives_the_text_back(page: Any,
                                                                    live: Live) -> None:
     from playwright.sync_api import expect
 
-    box = _open_widget(page, live)
+    box = open_widget(page, live.url)
     text = "Where is my order? " * 40  # longer than the server's MAX_CHARS
     box.fill(text)
     box.press("Enter")
@@ -335,23 +236,20 @@ def test_widget_reports_a_too_long_message_and_gives_the_text_back(page: Any,
     expect(box).to_have_value(text.strip())  # nothing the customer typed is lost
 
 
-def test_widget_fills_a_phone_screen(shot: Shot, browser: Any, live: Live) -> None:
+def test_widget_fills_a_phone_screen(shot: Shot, new_page: Callable[..., Any],
+                                     live: Live) -> None:
     from playwright.sync_api import expect
 
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
-                                  has_touch=True, device_scale_factor=2)
-    try:
-        page = context.new_page()
-        _open_widget(page, live)
-        _ask_widget(page, "How do I reset my password?")
-        panel = page.get_by_role("dialog", name="Pinecrest help").bounding_box()
-        assert panel == {"x": 0, "y": 0, "width": 390, "height": 844}
-        expect(page.locator(".cw-launcher")).to_be_hidden()  # the panel has its own close
-        shot(page, "widget_phone.png")
-        page.get_by_role("button", name="Close chat").click()
-        expect(page.locator(".cw-launcher")).to_be_visible()
-    finally:
-        context.close()
+    page = new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                    device_scale_factor=2)
+    open_widget(page, live.url)
+    _ask_widget(page, "How do I reset my password?")
+    panel = page.get_by_role("dialog", name="Pinecrest help").bounding_box()
+    assert panel == {"x": 0, "y": 0, "width": 390, "height": 844}
+    expect(page.locator(".cw-launcher")).to_be_hidden()  # the panel has its own close
+    shot(page, "widget_phone.png")
+    page.get_by_role("button", name="Close chat").click()
+    expect(page.locator(".cw-launcher")).to_be_visible()
 
 
 # --- the Gradio chat ---------------------------------------------------------------------------

@@ -9,21 +9,12 @@ assistant answers a paraphrase from the new index. Skips like ``test_ui_browser.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
+from live_helpers import serve_app
 from standin_stages import StandInGenerator
-from test_ui_browser import (  # noqa: F401  (fixtures)
-    _free_port,
-    browser,
-    page,
-    playwright_api,
-    shot,
-    wait_until,
-)
 
 from chatbot.answering.pipeline import build_pipeline
 from chatbot.config import Settings
@@ -39,7 +30,7 @@ ANSWER = "Yes! Gift wrapping costs $5 an item: tick Gift wrap at checkout and ad
 
 
 @pytest.fixture
-def improve_live(settings: Settings, playwright_api: Any,  # noqa: F811
+def improve_live(settings: Settings, playwright_api: Any,
                  embedder: Any) -> Iterator[tuple[str, ChatService]]:
     """The app on a free port over the tiny knowledge base (``settings``: temporary folders)."""
     upgrade(settings)
@@ -47,28 +38,19 @@ def improve_live(settings: Settings, playwright_api: Any,  # noqa: F811
     pipeline = build_pipeline(settings, retriever=Retriever(settings, embedder),
                               generator=StandInGenerator("not used"))
     app = create_app(settings, pipeline=pipeline)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(),
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    wait_until(lambda: server.started or not thread.is_alive(), timeout=60)
-    assert server.started, "uvicorn did not start"
-    service: ChatService = app.state.service
-    # The loop's first half, through the service: the bot cannot answer, a person does.
-    first = service.chat("Do you offer gift wrapping for presents?", channel="web")
-    service.chat("can I talk to a human", conversation_id=first.conversation_id)
-    agent, _ = service.agents.add("Sam")
-    service.agents.reply(first.conversation_id, agent, ANSWER)
-    service.agents.resolve(first.conversation_id, agent)
-    app.state.learning.flush(60)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}", service
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serve_app(app) as url:
+        service: ChatService = app.state.service
+        # The loop's first half, through the service: the bot cannot answer, a person does.
+        first = service.chat("Do you offer gift wrapping for presents?", channel="web")
+        service.chat("can I talk to a human", conversation_id=first.conversation_id)
+        agent, _ = service.agents.add("Sam")
+        service.agents.reply(first.conversation_id, agent, ANSWER)
+        service.agents.resolve(first.conversation_id, agent)
+        app.state.learning.flush(60)
+        yield url, service
 
 
-def test_improve_tab_reviews_approves_and_reports_gaps(shot: Any, page: Any,  # noqa: F811
+def test_improve_tab_reviews_approves_and_reports_gaps(shot: Any, page: Any,
                                                        improve_live: tuple[str, ChatService]
                                                        ) -> None:
     from playwright.sync_api import expect

@@ -4,10 +4,18 @@ customer. (The browser tests check the rendered page; these check the strings, f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 
-from ui.text import answer_markdown, bot_markdown, literal_markdown, millis, percent
+from ui.text import (
+    answer_markdown,
+    bot_markdown,
+    literal_markdown,
+    millis,
+    percent,
+    transcript_messages,
+)
 
 
 @pytest.mark.parametrize(
@@ -70,3 +78,27 @@ def test_answer_without_sources_is_just_the_answer() -> None:
 def test_missing_numbers_read_not_available() -> None:
     assert percent(None) == "n/a" and millis(None) == "n/a"
     assert percent(0.125) == "12.5%" and millis(1234.4) == "1,234 ms"
+
+
+def test_transcript_shows_the_words_as_written_and_how_the_bot_answered() -> None:
+    def message(role: str, text: str, **facts: object) -> SimpleNamespace:
+        blank = dict(route=None, confidence=None, latency_ms=None, hits=(), rating=None,
+                     reason=None, agent_name=None)
+        return SimpleNamespace(role=role, text=text, **{**blank, **facts})
+
+    view = SimpleNamespace(messages=[
+        message("customer", "**help** <b>now</b>"),
+        message("bot", "**Sure.**", route="faq", confidence=0.91, latency_ms=12.4,
+                hits=(SimpleNamespace(record_id="ship-001", cited=True),
+                      SimpleNamespace(record_id="ret-001", cited=False)),
+                rating="up", reason="a close FAQ"),
+        message("agent", "*Sam* <i>here</i>", agent_name="Sam <b>"),
+    ])
+    customer, bot, agent = transcript_messages(view)
+    assert customer == {"role": "user", "content": r"\*\*help\*\* &lt;b&gt;now&lt;/b&gt;"}
+    assert bot["content"].startswith("**Sure.**\n\n*")
+    for fact in ("route faq", "confidence 0\\.91", "12 ms", "sources ship\\-001", "rated up",
+                 "why\\: a close FAQ"):
+        assert fact in bot["content"]
+    assert "ret" not in bot["content"]  # only the cited sources
+    assert agent["content"] == r"**Sam &lt;b&gt;** (agent): \*Sam\* &lt;i&gt;here&lt;/i&gt;"

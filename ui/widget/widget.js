@@ -125,18 +125,26 @@
     } catch (e) { /* storage disabled: resuming starts from the transcript instead */ }
   }
 
-  /** Turn a failed HTTP response into a sentence a customer can act on. */
-  function friendlyError(status, body) {
-    if (status === 429) { return "You're sending messages quickly. Please wait a few seconds and try again."; }
+  /**
+   * Turn a failed HTTP response into a sentence a customer can act on. `retryAfter`: the
+   * seconds of a 429's Retry-After header (unreadable from another origin: the chat limit is
+   * per minute, so a minute is always enough).
+   */
+  function friendlyError(status, body, retryAfter) {
+    if (status === 429) {
+      var wait = retryAfter > 0 ? Math.ceil(retryAfter) + " s" : "a minute";
+      return "You're sending messages too quickly. Please wait " + wait + " and try again.";
+    }
     if (status === 422 && body && body.error) { return String(body.error); }
-    if (status === 404) { return "This conversation has expired. Please start a new one."; }
-    if (status === 503) { return "The assistant is starting up. Please try again in a minute."; }
+    if (status === 404) { return "This conversation is no longer available. Please start a new one."; }
+    if (status === 503) { return "The assistant is not available right now. Please try again in a minute."; }
     return "Sorry, something went wrong on our side. Please try again.";
   }
 
   function readError(response) {
     return response.json().catch(function () { return null; }).then(function (body) {
-      var error = new Error(friendlyError(response.status, body));
+      var retryAfter = Number(response.headers.get("Retry-After")) || 0;
+      var error = new Error(friendlyError(response.status, body, retryAfter));
       error.status = response.status;
       throw error;
     });
@@ -233,6 +241,8 @@
     this.conversationId = loadConversationId();
     this.busy = false;
     this.restored = false;
+    this.openingShown = false;  // the opening suggestions were asked for (empty chat)
+    this.handedOff = false;  // the conversation is with the support team
     this.following = null;   // the AbortController of the live event stream, while following
     this.shownAgentMessages = {};  // message ids already on screen (a resume may repeat one)
     this.build();
@@ -400,10 +410,16 @@
     return row;
   };
 
-  Widget.prototype.addCustomer = function (text) {
+  /** A customer's message as a row of the log (live or restored). */
+  function customerRow(text) {
     var row = el("div", { class: "cw-msg cw-msg--customer" });
     row.appendChild(el("span", { class: "cw-sr-only" }, "You said: "));
     row.appendChild(el("div", { class: "cw-text" }, text));
+    return row;
+  }
+
+  Widget.prototype.addCustomer = function (text) {
+    var row = customerRow(text);
     this.log.appendChild(row);
     this.scrollToEnd();
     return row;
@@ -610,7 +626,7 @@
     // Starting from nothing (no id seen yet, e.g. on another device), the server replays the
     // whole history first: its messages are shown (once), its joins and hand-backs are old
     // news, and the `ready` event after it says how things stand now.
-    var caughtUp = true;
+    var caughtUp;
 
     function onEvent(name, data, eventId) {
       if (self.conversationId !== id) { return; }
@@ -674,7 +690,7 @@
       return;
     }
     this.humanButton.disabled = true;
-    this.setStatus("Connecting you with our team…");
+    this.setStatus("Passing your conversation to our team…");
     postJson("/handoff", { conversation_id: this.conversationId, reason: "customer asked for a human (widget button)" })
       .then(function (body) {
         // The server says when a person will answer (support hours, anyone signed in).
@@ -768,10 +784,8 @@
         var anchor = self.log.children[1] || null;
         view.messages.forEach(function (m) {
           var row;
-          if (m.role === "customer" || m.role === "user") {
-            row = el("div", { class: "cw-msg cw-msg--customer" });
-            row.appendChild(el("span", { class: "cw-sr-only" }, "You said: "));
-            row.appendChild(el("div", { class: "cw-text" }, m.text));
+          if (m.role === "customer") {
+            row = customerRow(m.text);
           } else if (m.role === "agent") {  // a person from the support team
             row = self.addAgentMessage(m.agent_name, m.text, m.id);
             if (!row) { return; }  // already shown live
