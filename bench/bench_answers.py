@@ -28,7 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import DATASETS, RESULTS, write_csv, write_report  # first: offline environment
+from common import (  # first: offline environment
+    DATASETS,
+    RESULTS,
+    clinc150,
+    write_csv,
+    write_report,
+)
 
 from chatbot.answering.calibrate import CachingEmbedder
 from chatbot.config import Settings
@@ -39,7 +45,7 @@ from chatbot.retrieval.embed import Embedder
 
 
 def clinc(settings: Settings, embedder: Any, tmp: Path) -> dict[str, Any]:
-    data = json.loads((DATASETS / "clinc150" / "data_full.json").read_text())
+    data = clinc150()
     files = {part: write_csv(tmp / f"{part}.csv", ["text", "intent"], data[part])
              for part in ("train", "val", "test")}
     for part in ("oos_val", "oos_test"):

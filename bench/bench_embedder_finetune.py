@@ -12,7 +12,6 @@ trainer's own before/after metric, and they are still in the test set.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import DATASETS, write_csv, write_report  # first: offline environment
+from common import CLINC150, clinc150, write_csv, write_report  # first: offline environment
 
 from chatbot.config import Settings
 from chatbot.evaluation.retrieval import eval_retrieval
@@ -53,11 +52,10 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch threads",
         "command": "bench/bench_embedder_finetune.py " + " ".join(sys.argv[1:]),
     }
-    source = DATASETS / "clinc150" / "data_full.json"
-    if not source.is_file():
+    if not CLINC150.is_file():
         results["skipped"] = "skipped: ../shared/datasets/clinc150 is absent"
     else:
-        data = json.loads(source.read_text())
+        data = clinc150()
         settings = Settings(torch_threads=args.threads, _env_file=None)  # type: ignore[call-arg]
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)

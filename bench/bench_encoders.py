@@ -37,11 +37,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import DATASETS, RESULTS, ROOT, write_csv, write_report  # first: offline env
+from common import (  # first: offline env
+    DATASETS,
+    RESULTS,
+    ROOT,
+    bitext_csvs,
+    clinc150,
+    load_average,
+    write_csv,
+    write_report,
+)
 
 from chatbot.config import Settings
 from chatbot.evaluation.answers import eval_routing
-from chatbot.evaluation.datasets import bitext_split
 from chatbot.evaluation.metrics import percentile_ms
 from chatbot.evaluation.retrieval import eval_retrieval
 from chatbot.retrieval.embed import Embedder, TextEncoder, load_encoder
@@ -58,10 +66,6 @@ def settings_for(backend: str, threads: int, *, window_ms: float = 0.0, cache: i
                     torch_threads=threads, embedding_threads=threads,
                     embedding_batch_window_ms=window_ms, query_cache_size=cache,
                     _env_file=None)  # type: ignore[call-arg]
-
-
-def load_average() -> float:
-    return round(os.getloadavg()[0], 1)
 
 
 class Counting:
@@ -171,14 +175,8 @@ def _rows(path: Path) -> list[list[str]]:
 
 
 def quality_files(tmp: Path) -> dict[str, Path]:
-    train, test = bitext_split(next((DATASETS / "bitext").glob("*.csv")))
-    files = {
-        "bitext_train": write_csv(tmp / "bitext_train.csv", ["text", "label"],
-                                  [(r["instruction"], r["intent"]) for r in train]),
-        "bitext_test": write_csv(tmp / "bitext_test.csv", ["text", "label"],
-                                 [(r["instruction"], r["intent"]) for r in test]),
-    }
-    data = json.loads((DATASETS / "clinc150" / "data_full.json").read_text())
+    files = dict(zip(("bitext_train", "bitext_test"), bitext_csvs(tmp), strict=True))
+    data = clinc150()
     for part in ("train", "val", "test"):
         files[f"clinc_{part}"] = write_csv(tmp / f"clinc_{part}.csv", ["text", "label"],
                                            data[part])
@@ -318,10 +316,34 @@ def verdict(quality: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def conditions(results: dict[str, Any]) -> str:
+    """Data, cache, threads and route mix of each section, from the results themselves."""
+    parts = ["Data: distinct questions of CLINC150's test split"]
+    if "single" in results:
+        parts.append(f"the first {results['single'][0]['queries']} timed one at a time")
+    if "cosine_to_torch" in results:
+        parts.append(f"the first {results['cosine_to_torch']['texts']} compared as vectors "
+                     "(batches of 64, 2 threads)")
+    if "concurrent" in results:
+        parts.append(f"the next {results['concurrent'][0]['queries']} spread over the "
+                     "concurrent callers")
+    text = ", ".join(parts) + (
+        ". Timed sections run the encoder alone (query embedding: no retrieval, routing or "
+        "generation, so no route mix) with the query cache off, after a warm-up; threads are "
+        "the intra-op threads of the backend, as in each row.")
+    if "quality" in results:
+        text += (" Quality: Bitext (seeded 80/20 split within each intent) and CLINC150 "
+                 "(train indexed, test asked), k=5; every text embedded once per backend at 1 "
+                 "thread in batches of 64 and memoised (nothing is timed there). CLINC150 "
+                 "routing: calibrated on val + oos_val at the default target precision, tested "
+                 "on test (in scope) + oos_test (out of scope).")
+    return text
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Embedding backends and micro-batching", "",
              f"Machine: {results['machine']}. Command: `{results['command']}`. "
-             f"{results['note']}", ""]
+             f"{results['note']}", "", conditions(results), ""]
     if "quality" in results:
         lines += [f"Quality gate against PyTorch (recall@1 within {RECALL_TOLERANCE} on Bitext "
                   f"and CLINC150, hybrid and dense; CLINC150 routing rates within "
@@ -399,7 +421,7 @@ def main() -> None:
     if not DATASETS.is_dir():
         print("../shared/datasets is absent: encoder benchmark skipped")
         return
-    data = json.loads((DATASETS / "clinc150" / "data_full.json").read_text())
+    data = clinc150()
     questions = list(dict.fromkeys(t for t, _ in data["test"]))
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import ROOT, write_report  # first: offline environment
+from common import ROOT, load_average, write_report  # first: offline environment
 
 from chatbot.answering.pipeline import build_pipeline
 from chatbot.config import Settings
@@ -134,6 +134,7 @@ def main() -> None:
                         "none: no language model (those replies fall back)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    load_before = load_average()
 
     rows = read_demo()
     chosen = pick(rows, args.faqs)
@@ -268,6 +269,9 @@ def main() -> None:
             for b, a in zip(before["oos"], after["oos"], strict=True)
             if b.verdict == "fallback" and a.verdict != "fallback"],
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} threads",
+        "load_average": {"start": load_before, "end": load_average()},
+        "query_cache": settings.query_cache_size,
+        "index_reload_interval_s": settings.index_reload_interval_s,
     }
     write_report("loop", results, markdown(results))
     shutil.rmtree(tmp, ignore_errors=True)
@@ -295,10 +299,21 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "**Scoring is routing only** (no language model; eval-demo's rule): correct = answered "
         "(FAQ or generated route) citing a right FAQ or the approved entry holding that FAQ's "
-        "answer; a generated-route row counts as citing its top 3 sources, an upper bound. "
+        "answer; a generated-route row counts as citing its top 3 sources, an upper bound; an "
+        "answer citing past dialogues only counts as wrong. "
         f"Thresholds: {r['thresholds']['source']} (answer {r['thresholds']['answer']}, "
         f"faq {r['thresholds']['faq']}). Generator in the loop's chats: "
         f"{r['generator_in_loop_chats']}. {r['machine']}.",
+        "",
+        "Conditions: one process, the server wiring in it (no HTTP), SQLite in a temporary "
+        "folder. The routed rows share the pipeline's query-embedding cache "
+        f"({r.get('query_cache', 4096)} entries; only routes are scored there, nothing is "
+        "timed). The first index is a full build in an empty folder; each re-index after an "
+        "approval is incremental (only new phrasings are embedded, unchanged documents keep "
+        "their vectors). Route mix: the loop's chats are listed below; the scored rows are "
+        "routed, never answered. 1-minute load average "
+        + (f"{r['load_average']['start']} at the start, {r['load_average']['end']} at the end."
+           if "load_average" in r else "not recorded for this run."),
         "",
         "| rows | n | answered correct before | after | fallback before | after |",
         "|---|---|---|---|---|---|",
@@ -341,7 +356,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"over {wait['approved']} approvals made one after another (later ones wait for the "
         f"running re-index and share the next one); last approval to all served "
         f"{wait['last_approval_to_all_served']} s. Last re-index: {r['last_reindex']['summary']}."
-        f" Other replicas switch within CHATBOT_INDEX_RELOAD_INTERVAL_S (10 s) of the new "
+        f" Other replicas switch within CHATBOT_INDEX_RELOAD_INTERVAL_S "
+        f"({r.get('index_reload_interval_s', 10.0):g} s) of the new "
         f"ACTIVE version. The first full index of the reduced knowledge base took "
         f"{r['first_index']['seconds']} s ({r['first_index']['documents']} documents).",
         "",

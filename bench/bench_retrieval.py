@@ -4,8 +4,7 @@ re-index throughput. Writes bench/results/retrieval.json and retrieval.md.
     .venv/bin/python bench/bench_retrieval.py [--quick]
 
 Quality rows come from the same code as `chatbot eval-retrieval` (chatbot.evaluation.retrieval),
-with
-hybrid, dense-only and BM25-only side by side in one run. Timings are reported, never asserted.
+with hybrid, dense-only and BM25-only side by side in one run. Timings are reported, never asserted.
 The datasets are read from ../shared/datasets; the sections that need them are skipped (and
 say so) when it is absent.
 """
@@ -26,13 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import DATASETS, RESULTS, ROOT, write_csv, write_report  # first: offline env
+from common import (  # first: offline env
+    DATASETS,
+    RESULTS,
+    ROOT,
+    bitext_csvs,
+    clinc150,
+    write_csv,
+    write_report,
+)
 from tqdm import tqdm
 
 from chatbot.config import Settings
 from chatbot.evaluation.datasets import (
     LabelledText,
-    bitext_split,
     documents_from_rows,
     read_labelled_csv,
 )
@@ -50,18 +56,8 @@ def write_labelled(path: Path, rows: list[tuple[str, str]]) -> Path:
     return write_csv(path, ["text", "label"], rows)
 
 
-def bitext_labelled(tmp: Path) -> tuple[Path, Path]:
-    """Bitext's seeded 80/20 split (the one the fine-tuning commands train on the 80% of): the
-    80% indexed, the 20% asked."""
-    train, test = bitext_split(next((DATASETS / "bitext").glob("*.csv")))
-    return (write_labelled(tmp / "bitext_train.csv",
-                           [(r["instruction"], r["intent"]) for r in train]),
-            write_labelled(tmp / "bitext_test.csv",
-                           [(r["instruction"], r["intent"]) for r in test]))
-
-
 def clinc_split(tmp: Path, train_part: str = "train", test_part: str = "test") -> tuple[Path, Path]:
-    data = json.loads((DATASETS / "clinc150" / "data_full.json").read_text())
+    data = clinc150()
     return (
         write_labelled(tmp / f"clinc_{train_part}.csv", [tuple(r) for r in data[train_part]]),
         write_labelled(tmp / f"clinc_{test_part}.csv", [tuple(r) for r in data[test_part]]),
@@ -72,7 +68,7 @@ def quality(settings: Settings, embedder: Embedder, tmp: Path, quick: bool) -> d
     out: dict[str, Any] = {}
     modes = ("hybrid", "dense", "keyword")
     for name, (kb, queries) in {
-        "bitext": bitext_labelled(tmp),
+        "bitext": bitext_csvs(tmp),
         "clinc150": clinc_split(tmp),
     }.items():
         if quick:
@@ -121,7 +117,7 @@ def fusion_sweep(settings: Settings, embedder: Embedder, tmp: Path, quick: bool)
 
 def latency_10k(settings: Settings, embedder: Embedder) -> dict[str, Any]:
     """embed + search + fuse for one query at a time, 10k documents, cache off."""
-    data = json.loads((DATASETS / "clinc150" / "data_full.json").read_text())
+    data = clinc150()
     documents = documents_from_rows([LabelledText(t, lab) for t, lab in data["train"][:10_000]])
     retriever = Retriever.from_documents(documents, settings, embedder)
     queries = [t for t, _ in data["test"][:500]]
@@ -155,7 +151,7 @@ def real_vectors(embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
     if path.exists():
         cached = np.load(path)
         return cached["base"], cached["queries"]
-    data = json.loads((DATASETS / "clinc150" / "data_full.json").read_text())
+    data = clinc150()
     plus = json.loads((DATASETS / "clinc150" / "data_oos_plus.json").read_text())
     texts = [r[0] for part in ("train", "val", "oos_train", "oos_val") for r in data[part]]
     texts += [r[0] for r in plus.get("oos_train", [])]

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, write_report  # first: offline env and the checkout on sys.path
+from common import ROOT, load_average, write_report  # first: offline env, checkout on sys.path
 
 from chatbot.answering import signals as sig
 from chatbot.types import Turn
@@ -273,11 +273,22 @@ def evaluate(items: Sequence[Item], predicted: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def history_routes(items: Sequence[Item]) -> dict[str, int]:
+    """The bot turns in the items' histories by route (what the ``fallbacks`` cue reads)."""
+    routes: dict[str, int] = defaultdict(int)
+    for it in items:
+        for turn in it.history:
+            if turn.role != "customer":
+                routes[turn.route or "none"] += 1
+    return dict(sorted(routes.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def subset(x: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
     return {n: v[rows] for n, v in x.items()}
 
 
 def run(fit_only: bool) -> dict[str, Any] | None:
+    load_before = load_average()
     items = load()
     reader = sig.SignalReader()
     x, compound, read, read_ms = feature_table(reader, items)
@@ -312,6 +323,8 @@ def run(fit_only: bool) -> dict[str, Any] | None:
         "command": "bench/bench_signals.py",
         "date": f"{datetime.now(UTC):%Y-%m-%d}",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        # VADER and the cues are pure Python (numpy only for the fits): one thread.
+        "threads": 1,
         "data": {
             "file": str(DATA.relative_to(ROOT)),
             "sha256": hashlib.sha256(DATA.read_bytes()).hexdigest()[:16],
@@ -320,6 +333,7 @@ def run(fit_only: bool) -> dict[str, Any] | None:
             "strong": {"dev": sum(it.strong for it in dev), "test": sum(it.strong for it in test)},
             "kinds": {k: sum(it.kind == k for it in items)
                       for k in sorted({it.kind for it in items})},
+            "history_bot_routes": history_routes(items),
         },
         "vadersentiment": version("vadersentiment"),
         "model": {
@@ -373,6 +387,7 @@ def run(fit_only: bool) -> dict[str, Any] | None:
                  for split, part, rows in (("dev", dev, dev_rows), ("test", test, test_rows))}
         for t in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     }
+    results["load_average"] = {"start": load_before, "end": load_average()}
     results["test_errors"] = [
         {"id": it.id, "kind": it.kind, "labelled": it.frustrated,
          "frustration": round(float(f), 3), "turns": len(it.history), "message": it.message}
@@ -415,7 +430,16 @@ def markdown(r: dict[str, Any]) -> str:
         f"for this benchmark, labelled by the rule in `bench/data/README.md`: dev {d['dev']} "
         f"({d['frustrated']['dev']} frustrated), test {d['test']} "
         f"({d['frustrated']['test']} frustrated). Kinds: "
-        + ", ".join(f"{k} {n}" for k, n in d["kinds"].items()) + ".",
+        + ", ".join(f"{k} {n}" for k, n in d["kinds"].items()) + "."
+        + (" Bot turns in the multi-turn histories by route: "
+           + ", ".join(f"{k} {n}" for k, n in d["history_bot_routes"].items())
+           + " (the `fallbacks` cue counts them)." if "history_bot_routes" in d else ""),
+        "",
+        f"Conditions: {r.get('threads', 1)} thread (VADER and the cues are pure Python; no "
+        "model, no cache: every message is read afresh); 1-minute load average "
+        + (f"{r['load_average']['start']} at the start, {r['load_average']['end']} at the end."
+           if "load_average" in r else "not recorded for this run.")
+        + " Only the `read` time below is a timing; the rest is counts.",
         "",
         "Everything chosen is chosen on dev: the logistic weights (L2 penalty "
         f"{m['penalty']}, strong formula {st['penalty']}, each by 5-fold cross-validation), the "
@@ -496,7 +520,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"One `SignalReader.read` takes {r['read_ms_mean']} ms on average (VADER + the cues, "
-        "after the lexicon is loaded).",
+        f"after the lexicon is loaded; mean over all {d['items']} messages, one thread, "
+        "conditions above).",
         "",
         "Operating points of the shipped formula, for information (the threshold is chosen "
         "above, on dev out-of-fold scores, not here); dev is in-sample:",

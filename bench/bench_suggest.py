@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from common import ROOT, write_report  # first: offline env
+from common import ROOT, load_average, write_report  # first: offline env
 
 from chatbot.answering.suggest import MAP_THRESHOLD, Suggester, map_dialogues
 from chatbot.config import Settings
@@ -291,10 +291,20 @@ def summary(results: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     main, cv, data = results["main_split"], results["cross_validation"], results["data"]
     header = ["| test cases | method | n | hit@1 | hit@3 |", "|---|---|---|---|---|"]
+    load = results.get("load_average")
     lines = [
         "# Suggested questions benchmark",
         "",
         f"Machine: {results['machine']}. Command: `{results['command']}`.",
+        "",
+        "Conditions: the mapping time embeds every FAQ phrasing and every customer turn once "
+        f"(the turns in batches into a query cache of {results.get('query_cache', 4096)} "
+        "entries that starts empty, then searched; FAQ vectors are memoised across the splits); "
+        "`suggest()` is timed on a built suggester (statistics and neighbour table in memory, "
+        "no model call), mean over the seed-13 test cases. No answering pipeline runs, so "
+        "there is no route mix. 1-minute load average "
+        + (f"{load['start']} at the start, {load['end']} at the end."
+           if load else "not recorded for this run."),
         "",
         f"Data: {data['dialogues']} demo dialogues ({data['original_dialogues']} older ones and "
         f"{data['dialogues'] - data['original_dialogues']} multi-turn ones added with this "
@@ -369,6 +379,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
+    load_before = load_average()
     import torch
 
     torch.set_num_threads(THREADS)
@@ -388,6 +399,8 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {THREADS} torch threads",
         "command": "bench/bench_suggest.py",
+        "query_cache": settings.query_cache_size,
+        "load_average": {"start": load_before, "end": load_average()},
         "data": {
             "dialogues": len(mapped),
             "original_dialogues": sum(int(d.removeprefix("dlg-")) <= ORIGINAL_DIALOGUES

@@ -1,36 +1,72 @@
 """The `chatbot` command line: one typer app with short verbs.
 
 Each command parses its arguments, calls the module that owns the work and prints the result.
-A ChatbotError becomes one clean line on stderr and exit status 1; the stack trace goes to the
-log only. Heavy imports happen inside the commands so `chatbot --help` stays fast.
+Commands are registered with ``_command``: a ChatbotError (a bad CHATBOT_* setting included)
+becomes one clean line on stderr and exit status 1; the stack trace goes to the log only. Heavy
+imports happen inside the commands so `chatbot --help` stays fast.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
+from pydantic import ValidationError
 
 from chatbot.config import Settings, describe_settings
-from chatbot.errors import ChatbotError
+from chatbot.errors import ChatbotError, ConfigError
 
 # No local variables in tracebacks: they would print settings and URLs, passwords included.
 app = typer.Typer(
     help="Self-hosted customer-service chatbot.", no_args_is_help=True, add_completion=False,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_show_locals=False, rich_markup_mode="markdown",
 )
 config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 log = logging.getLogger("chatbot")
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+# Options several commands share.
+KbCsv = Annotated[Path, typer.Option("--kb", help="CSV whose rows become the documents.")]
+TextCol = Annotated[str, typer.Option("--text-col", help="Column with the text.")]
+LabelCol = Annotated[str, typer.Option("--label-col", help="Column with the label.")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the JSON here.")]
+
+
+def _command(group: typer.Typer, name: str | None = None) -> Callable[[Command], Command]:
+    """Register ``function`` as ``group``'s command ``name``: a ChatbotError it raises becomes
+    one clean line on stderr and exit status 1; the traceback goes to the debug log only."""
+
+    def register(function: Command) -> Command:
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except ChatbotError as error:
+                log.debug("command failed", exc_info=error)
+                typer.echo(f"error: {error}", err=True)
+                raise typer.Exit(1) from None
+
+        group.command(name)(run)
+        return function
+
+    return register
 
 
 def _settings() -> Settings:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:  # a bad CHATBOT_* variable: name it, never echo its value
+        raise ConfigError("bad settings: " + "; ".join(
+            (f"CHATBOT_{str(e['loc'][0]).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ") for e in error.errors())) from error
     # Our own log at the configured level; libraries (faiss, transformers) only when they warn.
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -39,14 +75,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _fail(error: BaseException) -> NoReturn:
-    """Print one clean line and exit non-zero; the traceback goes to the debug log only."""
-    log.debug("command failed", exc_info=error)
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(1)
-
-
-@config_app.command("show")
+@_command(config_app, "show")
 def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Print every setting with its environment variable, value and description."""
     rows = describe_settings(_settings())
@@ -58,12 +87,14 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         typer.echo(f"{name:<{width}}  {value}\n{'':<{width}}  {description}")
 
 
-@app.command()
+@_command(app)
 def reindex(
     full: bool = typer.Option(False, "--full", help="Re-embed everything, ignoring the cache."),
 ) -> None:
-    """Re-read the knowledge base and the approved suggestions (in the database) and publish a
-    new index version if anything changed."""
+    """Re-read the knowledge base and approved suggestions; publish a new index if they changed.
+
+    The approved suggestions are read from the database; unchanged documents keep their vectors.
+    """
     from tqdm import tqdm
 
     from chatbot.learning.knowledge import reindex_from_settings as run_reindex
@@ -79,29 +110,24 @@ def reindex(
 
     try:
         report = run_reindex(settings, full=full, progress=progress)
-    except ChatbotError as error:
-        _fail(error)
     finally:
         if bar is not None:
             bar.close()
     typer.echo(report.summary())
 
 
-@app.command()
+@_command(app)
 def search(
     question: str = typer.Argument(..., help="What a customer would ask."),
     k: int = typer.Option(5, "--k", min=1, max=50, help="Hits to show."),
     mode: str = typer.Option("hybrid", help="hybrid, dense or keyword."),
 ) -> None:
     """Show the top hits for a question with their scores (for debugging retrieval)."""
-    from chatbot.retrieval.search import Retriever
+    from chatbot.retrieval.search import Mode, Retriever
 
-    if mode not in ("hybrid", "dense", "keyword"):
-        _fail(ChatbotError(f"--mode must be hybrid, dense or keyword, not {mode!r}"))
-    try:
-        hits = Retriever(_settings()).search(question, k=k, mode=mode)  # type: ignore[arg-type]
-    except ChatbotError as error:
-        _fail(error)
+    if mode not in get_args(Mode):
+        raise ConfigError(f"--mode must be hybrid, dense or keyword, not {mode!r}")
+    hits = Retriever(_settings()).search(question, k=k, mode=mode)  # type: ignore[arg-type]
     for hit in hits:
         dense = f"{hit.dense_score:.3f}" if hit.dense_score is not None else "-"
         keyword = f"{hit.keyword_score:.2f}" if hit.keyword_score is not None else "-"
@@ -115,29 +141,25 @@ def search(
         typer.echo(f"   A: {hit.document.answer[:200]}")
 
 
-@app.command("eval-retrieval")
+@_command(app, "eval-retrieval")
 def eval_retrieval_command(
-    kb: Path = typer.Option(..., "--kb", help="CSV whose rows become the documents."),
-    queries: Path = typer.Option(..., "--queries", help="CSV of test queries."),
-    text_col: str = typer.Option(..., "--text-col", help="Column with the text."),
-    label_col: str = typer.Option(..., "--label-col", help="Column with the label."),
+    kb: KbCsv,
+    queries: Annotated[Path, typer.Option("--queries", help="CSV of test queries.")],
+    text_col: TextCol,
+    label_col: LabelCol,
     k: int = typer.Option(5, "--k", min=1, max=50, help="Cut-off for recall@k and MRR."),
     mode: str = typer.Option("hybrid", help="hybrid, dense, keyword, or all three."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the JSON here."),
+    json_out: JsonOut = None,
 ) -> None:
     """Recall@1, recall@k, MRR and latency of retrieval on a labelled CSV pair."""
     from chatbot.evaluation.retrieval import eval_retrieval
+    from chatbot.retrieval.search import Mode
 
-    modes = ("hybrid", "dense", "keyword") if mode == "all" else (mode,)
-    if any(m not in ("hybrid", "dense", "keyword") for m in modes):
-        _fail(ChatbotError(f"--mode must be hybrid, dense, keyword or all, not {mode!r}"))
-    try:
-        result = eval_retrieval(
-            kb, queries, text_col=text_col, label_col=label_col, settings=_settings(), k=k,
-            modes=modes, progress=True,  # type: ignore[arg-type]
-        )
-    except ChatbotError as error:
-        _fail(error)
+    modes = get_args(Mode) if mode == "all" else (mode,)
+    if any(m not in get_args(Mode) for m in modes):
+        raise ConfigError(f"--mode must be hybrid, dense, keyword or all, not {mode!r}")
+    result = eval_retrieval(kb, queries, text_col=text_col, label_col=label_col,
+                            settings=_settings(), k=k, modes=modes, progress=True)
     _print_json(result, json_out)
 
 
@@ -145,49 +167,46 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 app.add_typer(db_app, name="db")
 
 
-@db_app.command("upgrade")
+@_command(db_app, "upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Migrate the database (CHATBOT_DATABASE_URL, default SQLite under var/) to a revision."""
     from chatbot.conversations.engine import upgrade
 
     settings = _settings()
-    try:
-        upgrade(settings, revision)
-    except ChatbotError as error:
-        _fail(error)
+    upgrade(settings, revision)
     typer.echo(f"database at {revision}: {settings.masked_database_url}")
 
 
-@app.command()
+@_command(app)
 def purge(
     older_than: float | None = typer.Option(
         None, "--older-than", metavar="DAYS",
         help="Delete conversations inactive for more than DAYS (default: "
         "CHATBOT_RETENTION_DAYS)."),
 ) -> None:
-    """Delete the conversations (messages, hits, feedback, hand-overs) inactive for longer than
-    the retention period; the server does the same every CHATBOT_RETENTION_INTERVAL_S."""
+    """Delete conversations inactive for longer than the retention period.
+
+    Messages, retrieval hits, feedback and hand-overs go with them; the server does the same
+    every CHATBOT_RETENTION_INTERVAL_S.
+    """
     from chatbot.conversations.engine import check_schema, make_engine
     from chatbot.conversations.retention import purge as run_purge
 
     settings = _settings()
     if older_than is None and not settings.retention_days:
-        _fail(ChatbotError("nothing to purge: CHATBOT_RETENTION_DAYS is 0 (keep forever); set "
-                           "it or pass --older-than DAYS"))
+        raise ConfigError("nothing to purge: CHATBOT_RETENTION_DAYS is 0 (keep forever); set "
+                          "it or pass --older-than DAYS")
     days = settings.retention_days if older_than is None else older_than
+    engine = make_engine(settings)
     try:
-        engine = make_engine(settings)
-        try:
-            check_schema(engine)
-            deleted = run_purge(engine.begin, days)
-        finally:
-            engine.dispose()
-    except ChatbotError as error:
-        _fail(error)
+        check_schema(engine)
+        deleted = run_purge(engine.begin, days)
+    finally:
+        engine.dispose()
     typer.echo(f"deleted {deleted} conversation(s) inactive for more than {days:g} days")
 
 
-@app.command()
+@_command(app)
 def serve(
     host: str | None = typer.Option(None, help="Bind address (default: CHATBOT_HOST)."),
     port: int | None = typer.Option(None, help="Port (default: CHATBOT_PORT)."),
@@ -208,28 +227,22 @@ def serve(
     settings = _settings()
     host = host or settings.host
     workers = workers or settings.workers
-    try:
-        check_bind(settings, host)  # the dev admin token serves loopback only
-        upgrade(settings)
-        if build_index:
-            from chatbot.learning.knowledge import reindex_from_settings
-            from chatbot.retrieval.index import active_version
+    check_bind(settings, host)  # the dev admin token serves loopback only
+    upgrade(settings)
+    if build_index:
+        from chatbot.learning.knowledge import reindex_from_settings
+        from chatbot.retrieval.index import active_version
 
-            if active_version(settings) is None:
-                typer.echo("no index yet: building it from " + str(settings.knowledge_base))
-                typer.echo(reindex_from_settings(settings).summary())
-        if workers == 1:
-            app_ = create_app(settings)
-        else:
-            engine = make_engine(settings)
-            check_schema(engine)  # what each worker's create_app checks, once, readably
-            engine.dispose()
-    except ChatbotError as error:
-        _fail(error)
+        if active_version(settings) is None:
+            typer.echo("no index yet: building it from " + str(settings.knowledge_base))
+            typer.echo(reindex_from_settings(settings).summary())
     port, level = port or settings.port, settings.log_level.lower()
     if workers == 1:
-        uvicorn.run(app_, host=host, port=port, log_level=level)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=level)
         return
+    engine = make_engine(settings)
+    check_schema(engine)  # what each worker's create_app checks, once, readably
+    engine.dispose()
     if not settings.torch_threads:
         # Each worker's models get an equal share of the cores: N workers each using every
         # core would fight for them (DESIGN.md: thread oversubscription).
@@ -240,18 +253,15 @@ def serve(
                 port=port, log_level=level)
 
 
-@app.command()
+@_command(app)
 def chat() -> None:
     """Chat in the terminal; each reply shows its route, confidence and sources."""
     from chatbot.answering.pipeline import build_pipeline, terminal_chat
 
-    try:
-        terminal_chat(build_pipeline(_settings()), input, typer.echo)
-    except ChatbotError as error:
-        _fail(error)
+    terminal_chat(build_pipeline(_settings()), input, typer.echo)
 
 
-@app.command()
+@_command(app)
 def calibrate(
     out_of_scope: Path | None = typer.Option(
         None, "--out-of-scope", help="Off-topic questions, one per line "
@@ -266,15 +276,12 @@ def calibrate(
     from chatbot.retrieval.index import write_thresholds
 
     settings = _settings()
-    try:
-        if if_needed and _calibrated(settings):
-            typer.echo("thresholds already calibrated for this index version")
-            return
-        thresholds, report = run_calibrate(settings, out_of_scope=out_of_scope)
-        if not dry_run:
-            report["stored_in"] = str(write_thresholds(settings, thresholds.to_json()))
-    except ChatbotError as error:
-        _fail(error)
+    if if_needed and _calibrated(settings):
+        typer.echo("thresholds already calibrated for this index version")
+        return
+    thresholds, report = run_calibrate(settings, out_of_scope=out_of_scope)
+    if not dry_run:
+        report["stored_in"] = str(write_thresholds(settings, thresholds.to_json()))
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -291,79 +298,77 @@ def _calibrated(settings: Settings) -> bool:
     )
 
 
-@app.command("eval-routing")
+@_command(app, "eval-routing")
 def eval_routing_command(
-    kb: Path = typer.Option(..., "--kb", help="CSV whose rows become the documents."),
-    in_scope: Path = typer.Option(..., "--in-scope", help="CSV of in-scope test questions."),
-    out_of_scope: Path = typer.Option(..., "--out-of-scope", help="CSV of off-topic questions."),
-    text_col: str = typer.Option(..., "--text-col", help="Column with the text."),
-    label_col: str = typer.Option(..., "--label-col", help="Column with the label."),
+    kb: KbCsv,
+    in_scope: Annotated[Path, typer.Option("--in-scope", help="CSV of in-scope test questions.")],
+    out_of_scope: Annotated[Path, typer.Option("--out-of-scope",
+                                               help="CSV of off-topic questions.")],
+    text_col: TextCol,
+    label_col: LabelCol,
     calibrate_in: Path | None = typer.Option(None, "--calibrate-in", help="In-scope CSV to "
                                              "calibrate on (else the default thresholds)."),
     calibrate_out: Path | None = typer.Option(None, "--calibrate-out",
                                               help="Out-of-scope CSV to calibrate on."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the JSON here."),
+    json_out: JsonOut = None,
 ) -> None:
     """Share of in-scope questions answered (correctly) and of off-topic ones declined."""
     from chatbot.evaluation.answers import eval_routing
 
-    try:
-        result = eval_routing(kb, in_scope, out_of_scope, text_col=text_col, label_col=label_col,
-                              settings=_settings(), calibrate_in=calibrate_in,
-                              calibrate_out=calibrate_out, progress=True)
-    except ChatbotError as error:
-        _fail(error)
+    result = eval_routing(kb, in_scope, out_of_scope, text_col=text_col, label_col=label_col,
+                          settings=_settings(), calibrate_in=calibrate_in,
+                          calibrate_out=calibrate_out, progress=True)
     _print_json(result, json_out)
 
 
-@app.command("eval-answers")
+@_command(app, "eval-answers")
 def eval_answers_command(
-    kb: Path = typer.Option(..., "--kb", help="CSV of question/answer rows to answer from."),
-    queries: Path = typer.Option(..., "--queries", help="CSV of test questions and references."),
-    question_col: str = typer.Option(..., "--question-col", help="Column with the question."),
-    answer_col: str = typer.Option(..., "--answer-col", help="Column with the answer."),
+    kb: Annotated[Path, typer.Option("--kb", help="CSV of question/answer rows to answer "
+                                     "from.")],
+    queries: Annotated[Path, typer.Option("--queries", help="CSV of test questions and "
+                                          "references.")],
+    question_col: Annotated[str, typer.Option("--question-col",
+                                              help="Column with the question.")],
+    answer_col: Annotated[str, typer.Option("--answer-col", help="Column with the answer.")],
     generator: str = typer.Option("finetuned", "--generator", help="base, finetuned or PATH "
                                   "(an adapter or a model folder)."),
     mode: str = typer.Option("pipeline", "--mode", help="pipeline (routing and support gate), "
                              "generate (always generate) or verbatim (nearest neighbour)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Questions evaluated at most "
                                      "(evenly spread over the file)."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the JSON here."),
+    json_out: JsonOut = None,
 ) -> None:
     """ROUGE-L, groundedness, routes, latency and tokens/s of answers against references."""
-    from chatbot.evaluation.answers import eval_answers
+    from chatbot.evaluation.answers import Mode, eval_answers
 
-    if mode not in ("pipeline", "generate", "verbatim"):
-        _fail(ChatbotError(f"--mode must be pipeline, generate or verbatim, not {mode!r}"))
-    try:
-        result = eval_answers(kb, queries, question_col=question_col, answer_col=answer_col,
-                              settings=_settings(), generator=generator, mode=mode,  # type: ignore[arg-type]
-                              limit=limit, progress=True)
-    except ChatbotError as error:
-        _fail(error)
+    if mode not in get_args(Mode):
+        raise ConfigError(f"--mode must be pipeline, generate or verbatim, not {mode!r}")
+    result = eval_answers(kb, queries, question_col=question_col, answer_col=answer_col,
+                          settings=_settings(), generator=generator, mode=mode,  # type: ignore[arg-type]
+                          limit=limit, progress=True)
     _print_json(result, json_out)
 
 
-@app.command("eval-demo")
+@_command(app, "eval-demo")
 def eval_demo_command(
     split: str = typer.Option("test", "--split", help="test (report) or dev (tune)."),
     generator: str = typer.Option("none", "--generator", help="none (routing only, fast), "
                                   "finetuned, base or PATH (an adapter or a model folder)."),
     data: Path | None = typer.Option(None, "--data", help="Held-out JSONL (default: "
                                      "bench/data/demo_heldout.jsonl)."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the JSON here."),
+    json_out: JsonOut = None,
 ) -> None:
-    """Correct, wrong and fallback answers on the held-out demo set, over the active index
-    (run `chatbot reindex` on the demo knowledge base first)."""
-    from chatbot.evaluation.demo import DEFAULT_DATA, SPLITS, eval_demo
+    """Correct, wrong and fallback answers on the held-out demo set, over the active index.
 
-    if split not in SPLITS:
-        _fail(ChatbotError(f"--split must be {' or '.join(SPLITS)}, not {split!r}"))
-    try:
-        result = eval_demo(_settings(), path=data or DEFAULT_DATA, split=split,
-                           generator=generator, progress=True)
-    except ChatbotError as error:
-        _fail(error)
+    Run `chatbot reindex` on the demo knowledge base first. Only an FAQ citation can be
+    correct: an answer citing past dialogues only counts as wrong (see
+    wrong_in_scope_citing_only_dialogues in the report).
+    """
+    from chatbot.evaluation.demo import DEFAULT_DATA, eval_demo
+
+    # read_demo checks --split (and names the file and line of a bad row) before any model loads.
+    result = eval_demo(_settings(), path=data or DEFAULT_DATA, split=split, generator=generator,
+                       progress=True)
     _print_json(result, json_out)
 
 
@@ -379,7 +384,7 @@ finetune_app = typer.Typer(help="Fine-tune the generator or the embedder.", no_a
 app.add_typer(finetune_app, name="finetune")
 
 
-@finetune_app.command("generator")
+@_command(finetune_app, "generator")
 def finetune_generator_command(
     output: Path | None = typer.Option(
         None, "--output",
@@ -388,13 +393,14 @@ def finetune_generator_command(
     full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
     steps: int = typer.Option(300, "--steps", min=1, help="Optimizer steps at most."),
     minutes: float = typer.Option(0.0, "--minutes", min=0, help="Training time budget (0: none)."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Examples per step."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 2e-4 LoRA, "
                                     "2e-5 full)."),
     rank: int = typer.Option(8, "--rank", min=1, help="LoRA rank."),
     bitext: Path | None = typer.Option(None, "--bitext", help="Also train on the Bitext CSV's "
                                        "80% training split."),
-    bitext_limit: int = typer.Option(1500, "--bitext-limit", min=0),
+    bitext_limit: int = typer.Option(1500, "--bitext-limit", min=0,
+                                     help="Bitext pairs used at most (evenly spread)."),
     model: str = typer.Option("", "--model", help="Base model (default: CHATBOT_GENERATOR_MODEL "
                               "or SmolLM2)."),
     max_length: int = typer.Option(640, "--max-length", min=64, help="Tokens per example; "
@@ -412,19 +418,18 @@ def finetune_generator_command(
                             max_length=max_length, cpu_bf16=cpu_bf16)
     if output is not None:
         config.output = str(output)
-    try:
-        metrics = finetune_generator(_settings(), config)
-    except ChatbotError as error:
-        _fail(error)
+    metrics = finetune_generator(_settings(), config)
     typer.echo(json.dumps(metrics, indent=2))
     typer.echo(f"saved to {config.output}")
 
 
-@finetune_app.command("embedder")
+@_command(finetune_app, "embedder")
 def finetune_embedder_command(
-    output: Path = typer.Option(Path("var/models/minilm-finetuned"), "--output"),
-    epochs: int = typer.Option(1, "--epochs", min=1),
-    batch_size: int = typer.Option(32, "--batch-size", min=2),
+    output: Path = typer.Option(Path("var/models/minilm-finetuned"), "--output",
+                                help="Where to save the fine-tuned model."),
+    epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the training pairs."),
+    batch_size: int = typer.Option(32, "--batch-size", min=2, help="Pairs per step (the other "
+                                   "pairs of a batch are its negatives)."),
     bitext: Path | None = typer.Option(None, "--bitext", help="Also train on Bitext's 80% split."),
     labelled: Path | None = typer.Option(
         None, "--labelled", help="Train on this CSV of labelled queries instead (pairs of texts "
@@ -432,18 +437,18 @@ def finetune_embedder_command(
     text_col: str = typer.Option("text", "--text-col", help="--labelled: the text column."),
     label_col: str = typer.Option("label", "--label-col", help="--labelled: the label column."),
 ) -> None:
-    """Contrastive fine-tuning of the retriever on (question, answer) pairs, recall@1 before
-    and after. Use it with CHATBOT_EMBEDDING_MODEL=OUTPUT and `chatbot reindex --full`."""
-    from chatbot.evaluation.retrieval import read_columns
+    """Contrastive fine-tuning of the retriever's embedder, with recall@1 before and after.
+
+    Trains on (question, answer) pairs; use the result with CHATBOT_EMBEDDING_MODEL=OUTPUT and
+    `chatbot reindex --full`.
+    """
+    from chatbot.evaluation.datasets import read_columns
     from chatbot.training.embedder import finetune_embedder
 
-    try:
-        rows = None if labelled is None else [
-            (t, lab) for t, lab in read_columns(labelled, (text_col, label_col))]
-        metrics = finetune_embedder(_settings(), output=output, epochs=epochs,
-                                    batch_size=batch_size, bitext=bitext, labelled=rows)
-    except ChatbotError as error:
-        _fail(error)
+    rows = None if labelled is None else [
+        (t, lab) for t, lab in read_columns(labelled, (text_col, label_col))]
+    metrics = finetune_embedder(_settings(), output=output, epochs=epochs,
+                                batch_size=batch_size, bitext=bitext, labelled=rows)
     typer.echo(json.dumps(metrics, indent=2))
 
 
@@ -462,14 +467,11 @@ def _desk():  # type: ignore[no-untyped-def]
     return AgentDesk.standalone(settings, engine)
 
 
-@agents_app.command("add")
+@_command(agents_app, "add")
 def agents_add(name: str = typer.Argument(..., help="The agent's name, as customers see it.")
                ) -> None:
     """Create an agent and print their token (once: only its hash is stored)."""
-    try:
-        agent, token = _desk().add(name)
-    except ChatbotError as error:
-        _fail(error)
+    agent, token = _desk().add(name)
     typer.echo(f"agent {agent.name} added. Their token (shown only now; give it to them "
                "privately):")
     typer.echo(token)
@@ -477,13 +479,10 @@ def agents_add(name: str = typer.Argument(..., help="The agent's name, as custom
                "Authorization: Bearer <token>.")
 
 
-@agents_app.command("list")
+@_command(agents_app, "list")
 def agents_list() -> None:
     """Every agent: name, active or removed, when last seen."""
-    try:
-        agents = _desk().list_agents()
-    except ChatbotError as error:
-        _fail(error)
+    agents = _desk().list_agents()
     if not agents:
         typer.echo("no agents yet: chatbot agents add NAME")
     for agent in agents:
@@ -493,13 +492,10 @@ def agents_list() -> None:
         typer.echo(f"{agent.name}\t{state}\tlast seen {seen}")
 
 
-@agents_app.command("remove")
+@_command(agents_app, "remove")
 def agents_remove(name: str = typer.Argument(..., help="The agent's name.")) -> None:
     """Turn an agent's token off at once; their claimed hand-overs go back to the queue."""
-    try:
-        agent = _desk().remove(name)
-    except ChatbotError as error:
-        _fail(error)
+    agent = _desk().remove(name)
     typer.echo(f"agent {agent.name} removed: their token no longer works")
 
 
@@ -512,4 +508,3 @@ def main() -> None:
     except ChatbotError as error:  # errors raised outside a command body
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)
-

@@ -15,13 +15,26 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from chatbot.errors import ConfigError
 
 DEV_ADMIN_TOKEN = "dev-admin-token"
 # The built-in kinds of personal data chatbot.answering.privacy finds (named here, where the
 # settings that refer to them are checked).
 REDACTION_KINDS = ("card", "email", "phone")
+
+
+def _split_commas(value: Any) -> Any:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``; a list stays as it is."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# A list setting: comma-separated in the environment, not JSON (hence NoDecode).
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 
 
 class Settings(BaseSettings):
@@ -277,15 +290,13 @@ class Settings(BaseSettings):
         "minute per client; past it that client gets 429 on every sign-in, right or wrong, "
         "until the minute has passed (0: off).",
     )
-    # NoDecode: the environment gives a comma-separated list, not JSON.
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+    trusted_proxies: CommaList = Field(
         default_factory=list,
         description="Addresses or networks (CIDR) of your reverse proxies and load balancers: "
         "only for requests from them is X-Forwarded-For read to find the client (for rate "
         "limits). Empty: the header is ignored. Comma-separated in the environment.",
     )
-    # NoDecode: the environment gives a comma-separated list, not JSON.
-    cors_origins: Annotated[list[str], NoDecode] = Field(
+    cors_origins: CommaList = Field(
         default_factory=list,
         description="Origins allowed to call the API from a browser (the sites embedding the "
         "widget). Comma-separated in the environment.",
@@ -300,8 +311,7 @@ class Settings(BaseSettings):
         '{"account": "ACC-\\\\d{8}"}; each match becomes [name]. Card numbers (Luhn-checked), '
         "emails and phone numbers are always looked for.",
     )
-    # NoDecode: the environment gives a comma-separated list, not JSON.
-    store_verbatim: Annotated[list[str], NoDecode] = Field(
+    store_verbatim: CommaList = Field(
         default_factory=list,
         description="Kinds of personal data stored and exported verbatim in the conversation "
         "log: 'none' (default: card, email, phone and redact_patterns names are replaced by "
@@ -347,8 +357,7 @@ class Settings(BaseSettings):
         "events over PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL, else in-process "
         "only (one SQLite process); rate limits in memory, per process.",
     )
-    # NoDecode: the environment gives a comma-separated list, not JSON.
-    webhook_urls: Annotated[list[str], NoDecode] = Field(
+    webhook_urls: CommaList = Field(
         default_factory=list,
         description="URLs that get a POST for handoff.created, conversation.resolved and "
         "alert.frustration (comma-separated in the environment). Empty: no webhooks.",
@@ -400,14 +409,6 @@ class Settings(BaseSettings):
         description="How often a running server evaluates the frustration alert, seconds (one "
         "query over the window's messages, in a background thread); 0 turns the check off.",
     )
-
-    @field_validator("cors_origins", "webhook_urls", "store_verbatim", "trusted_proxies",
-                     mode="before")
-    @classmethod
-    def _split_origins(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [o.strip() for o in value.split(",") if o.strip()]
-        return value
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -477,8 +478,6 @@ class Settings(BaseSettings):
             return self.admin_token
         if self.env == "dev":
             return DEV_ADMIN_TOKEN
-        from chatbot.errors import ConfigError
-
         raise ConfigError("CHATBOT_ADMIN_TOKEN must be set when CHATBOT_ENV=prod")
 
     @property
@@ -506,8 +505,6 @@ def check_bind(settings: Settings, host: str) -> None:
     reach it: anyone who can reach the server would otherwise be an admin."""
     if is_loopback(host) or settings.resolved_admin_token != DEV_ADMIN_TOKEN:
         return
-    from chatbot.errors import ConfigError
-
     raise ConfigError(
         f"refusing to serve {host} with the development admin token (anyone who can reach the "
         "server could use it): set CHATBOT_ADMIN_TOKEN to a secret, e.g. export "
@@ -525,12 +522,10 @@ def describe_settings(settings: Settings) -> list[tuple[str, str, str]]:
             value = "***"
         elif name == "webhook_urls":  # a Slack webhook's path is its secret
             value = [mask_url(url) for url in value]
-        elif name == "redis_url" and value:
+        elif name in {"redis_url", "generator_url"} and value:
             value = mask_url(value, keep_path=True)
         elif name == "database_url" and value:
             value = mask_database_url(value)
-        elif name == "generator_url" and value:
-            value = mask_url(value, keep_path=True)
         rows.append((f"CHATBOT_{name.upper()}", str(value), field.description or ""))
     return rows
 

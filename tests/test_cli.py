@@ -174,3 +174,41 @@ def test_purge_deletes_old_conversations(env: Settings) -> None:
         assert zero.exit_code == 1 and "positive number of days" in _clean(zero)
     finally:
         engine.dispose()
+
+
+# --- help and errors of every command ---------------------------------------------------------
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every command and group of the CLI, with its path of names."""
+    found = [(path, group)]
+    for name, command in getattr(group, "commands", {}).items():
+        found += _commands(command, (*path, name))
+    return found
+
+
+def test_every_command_and_option_has_help() -> None:
+    import typer
+
+    commands = _commands(typer.main.get_command(app))
+    names = {" ".join(path) for path, _ in commands}
+    assert {"reindex", "eval-demo", "finetune generator", "finetune embedder", "agents add",
+            "agents list", "agents remove", "purge", "db upgrade", "config show"} <= names
+    for path, command in commands:
+        assert command.help and command.help.strip(), path
+        for param in command.params:
+            if param.name != "help" and param.param_type_name == "option":
+                assert getattr(param, "help", None), (path, param.name)
+        shown = runner.invoke(app, [*path, "--help"])
+        assert shown.exit_code == 0 and "Usage:" in shown.output, path
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATBOT_PORT", "port-" + PASSWORD)
+    monkeypatch.setenv("CHATBOT_TOP_K", "many")
+    result = runner.invoke(app, ["config", "show"])
+    assert result.exit_code == 1 and "Traceback" not in _clean(result)
+    line = result.output.strip()  # stdout and stderr together: nothing but the error line
+    assert len(line.splitlines()) == 1 and line.startswith("error: bad settings: ")
+    assert "CHATBOT_PORT: " in line and "CHATBOT_TOP_K: " in line
+    assert PASSWORD not in _clean(result)  # values are not echoed: one may be a secret

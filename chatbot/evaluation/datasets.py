@@ -85,11 +85,24 @@ def documents_from_rows(rows: Sequence[LabelledText]) -> list[Document]:
     return documents
 
 
+BITEXT_COLUMNS = ("instruction", "intent", "response")  # what the users of the split read
+
+
 def bitext_split(path: Path, seed: int = BITEXT_SEED) -> tuple[Rows, Rows]:
     """Bitext rows split 80/20 within each intent with a seeded shuffle (train, test)."""
     by_intent: dict[str, Rows] = defaultdict(list)
-    with path.open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
+    try:
+        handle = path.open(encoding="utf-8")  # as the published splits were made: keep it
+    except OSError as error:
+        raise IngestError(str(path), None, f"cannot open: {error.strerror}",
+                          "pass the Bitext customer-support CSV") from error
+    with handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in BITEXT_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise IngestError(str(path), 1, f"no column {', '.join(missing)}",
+                              f"a Bitext CSV has the columns {', '.join(BITEXT_COLUMNS)}")
+        for row in reader:
             by_intent[row["intent"]].append(row)
     rng = random.Random(seed)
     train: Rows = []

@@ -24,7 +24,6 @@ report also gives how many of those rows had a right FAQ as the top source.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -34,8 +33,10 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from chatbot.answering import prompt
 from chatbot.config import Settings
 from chatbot.errors import ConfigError, IngestError
+from chatbot.knowledge.ingest import _json_lines as json_lines
 from chatbot.types import Route, Turn
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "bench" / "data" / "demo_heldout.jsonl"
@@ -90,9 +91,7 @@ def _turn(value: Any, path: Path, line: int) -> Turn:
     return Turn(value["role"], value["text"], "faq" if value["role"] == "agent" else None)
 
 
-def _row(data: Any, path: Path, line: int) -> DemoRow:
-    if not isinstance(data, dict):
-        raise IngestError(str(path), line, "not a JSON object")
+def _row(data: dict[str, Any], path: Path, line: int) -> DemoRow:
     for key in ("id", "split", "message", "kind"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise IngestError(str(path), line, f"missing or empty '{key}'")
@@ -120,25 +119,19 @@ def read_demo(path: Path = DEFAULT_DATA, split: str | None = None) -> list[DemoR
     """The rows of ``path`` (all, or one split); names the file and line of a bad row."""
     if split is not None and split not in SPLITS:
         raise ConfigError(f"--split must be {' or '.join(SPLITS)}, not {split!r}")
+    rows: list[DemoRow] = []
+    seen: set[str] = set()
     try:
-        text = path.read_text(encoding="utf-8")
+        # The knowledge base's JSONL reader: UTF-8, no control characters, one object a line.
+        for line, data in json_lines(path):
+            row = _row(data, path, line)
+            if row.id in seen:
+                raise IngestError(str(path), line, f"duplicate id {row.id}")
+            seen.add(row.id)
+            rows.append(row)
     except OSError as error:
         raise IngestError(str(path), None, f"cannot open: {error.strerror}",
                           "pass --data with the held-out JSONL file") from error
-    rows: list[DemoRow] = []
-    seen: set[str] = set()
-    for line, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise IngestError(str(path), line, f"not JSON: {error.msg}") from error
-        row = _row(data, path, line)
-        if row.id in seen:
-            raise IngestError(str(path), line, f"duplicate id {row.id}")
-        seen.add(row.id)
-        rows.append(row)
     chosen = [r for r in rows if split is None or r.split == split]
     if not chosen:
         raise IngestError(str(path), None, f"no rows in split {split!r}" if split else "no rows")
@@ -251,6 +244,19 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
 
+def judging(generate: bool) -> str:
+    """The rules behind the counts, in words, for the report (next to its numbers)."""
+    rule = ("correct: answered (faq or generated route) citing a right FAQ; wrong: answered "
+            "citing none, and every answer to a none row. Only an FAQ citation can be right: an "
+            "answer citing past dialogues only counts as wrong even when the dialogue states the "
+            "right fact (wrong_in_scope_citing_only_dialogues counts those).")
+    if generate:
+        return rule
+    return rule + (f" Routing only: a generated-route row counts as citing its top "
+                   f"{prompt.MAX_SOURCES} sources, an upper bound for that route "
+                   "(generated_top1_correct is the stricter count).")
+
+
 def evaluate(pipeline: Any, rows: Sequence[DemoRow], *, generate: bool,
              progress: bool = False) -> list[Outcome]:
     """One outcome per row, in order."""
@@ -299,6 +305,7 @@ def eval_demo(settings: Settings, *, path: Path = DEFAULT_DATA, split: str = "te
     return {
         "data": str(path), "split": split, "generator": pipeline.generator.name if generate
         else "none (routing only)",
+        "judging": judging(generate),
         "index_version": pipeline.index_version,
         "thresholds": {"answer": thresholds.answer, "faq": thresholds.faq,
                        "source": thresholds.source},

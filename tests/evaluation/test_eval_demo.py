@@ -97,6 +97,10 @@ def test_rows_are_counted_by_verdict_route_and_kind(settings: Settings, demo_fil
     assert report["by_kind"]["follow_up"]["answered_correct"] == 1
     assert report["generated_top1_correct"] == 1
     assert report["wrong_in_scope_citing_only_dialogues"] == 1
+    # The report states its rules next to the counts: dialogue-only citations are wrong, and
+    # without a generator the generated route is an upper bound.
+    assert "past dialogues only counts as wrong" in report["judging"]
+    assert "upper bound" in report["judging"]
 
     wrong = {w["id"]: w for w in report["wrong_answers"]}
     assert set(wrong) == {"t-2", "t-6", "t-8"}
@@ -118,6 +122,7 @@ def test_generation_mode_judges_the_cited_sources(settings: Settings, demo_file:
     report = eval_demo(settings, path=demo_file, split="test", pipeline=pipeline,
                        generator="stand-in")
     assert generator.prompts  # the generated rows really went through the generator
+    assert "upper bound" not in report["judging"]  # real citations, not the routing stand-in
     assert report["by_route"]["generated"]["answered_correct"] == 1
     assert report["overall"]["answered_correct"] == 3
     dev = eval_demo(settings, path=demo_file, split="dev", pipeline=pipeline)
@@ -135,6 +140,15 @@ def test_bad_rows_name_the_file_and_line(tmp_path: Path) -> None:
                    '"faq_ids": "ship-001"}\n')
     with pytest.raises(IngestError, match="bad.jsonl:1: 'faq_ids' must be a list"):
         read_demo(bad)
+    good = ('{"id": "a", "split": "test", "message": "hi", "kind": "in_scope", '
+            '"faq_ids": []}\n')
+    for line, problem in (('["a list"]', "each line must be a JSON object"),
+                          ("{oops", "invalid JSON"), (good.strip(), "duplicate id a")):
+        bad.write_text(good + "\n" + line + "\n")  # a blank line still counts as a line
+        with pytest.raises(IngestError, match=f"bad.jsonl:3: {problem}"):
+            read_demo(bad)
+    with pytest.raises(IngestError, match="missing.jsonl: cannot open"):
+        read_demo(tmp_path / "missing.jsonl")
 
 
 # --- the command on a real index of the tiny knowledge base ------------------------------------

@@ -96,3 +96,26 @@ def test_empty_label_names_the_line(tmp_path: Path, settings: Settings, embedder
         eval_retrieval(
             kb, kb, text_col="utterance", label_col="topic", settings=settings, embedder=embedder
         )
+
+
+def test_bitext_split_is_seeded_80_20_within_each_intent(tmp_path: Path) -> None:
+    from chatbot.evaluation.datasets import bitext_split
+
+    path = tmp_path / "bitext.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["flags", "instruction", "category", "intent", "response"])
+        writer.writerows([("B", f"{intent} question {i}", "C", intent, f"answer {i}")
+                          for intent, n in (("cancel", 10), ("refund", 5)) for i in range(n)])
+    train, test = bitext_split(path)
+    assert [len([r for r in part if r["intent"] == "cancel"]) for part in (train, test)] == [8, 2]
+    assert [len([r for r in part if r["intent"] == "refund"]) for part in (train, test)] == [4, 1]
+    assert {r["instruction"] for r in train}.isdisjoint(r["instruction"] for r in test)
+    assert bitext_split(path) == (train, test)  # the same seed, the same split
+    assert bitext_split(path, seed=14) != (train, test)
+
+    with pytest.raises(IngestError, match=r"missing.csv: cannot open"):
+        bitext_split(tmp_path / "missing.csv")
+    other = write_csv(tmp_path / "other.csv", TRAIN)
+    with pytest.raises(IngestError, match=r"other.csv:1: no column instruction, intent, response"):
+        bitext_split(other)

@@ -11,6 +11,7 @@ import pytest
 from tiny_lm import tiny_lm_dir  # noqa: F401  (session fixture)
 
 from chatbot.answering import prompt
+from chatbot.answering.privacy import redact
 from chatbot.config import Settings
 from chatbot.generation.local import TransformersGenerator
 from chatbot.knowledge.ingest import load_knowledge_base
@@ -44,6 +45,46 @@ def test_examples_use_sources_from_other_records(settings: Settings, embedder: E
             assert f"[{cited[0]}] Q:" in example.messages[-1]["content"]
     train, held = split_examples(examples, 0.3)
     assert {e.group for e in train}.isdisjoint({e.group for e in held})
+
+
+# A dialogue whose first turn holds personal data and whose second turn is answerable.
+PRIVATE_DIALOGUE = (
+    '{"id": "dlg-0003", "channel": "chat", "topic": "shipping", "outcome": "resolved", "turns": ['
+    '{"role": "customer", "text": "hi, jane.doe@example.com here, my card 4111 1111 1111 1111 '
+    'was charged, call me on +1 415 555 0134"}, '
+    '{"role": "agent", "text": "Thanks Jane, I can see the charge on 4111 1111 1111 1111."}, '
+    '{"role": "customer", "text": "ok. how long does standard shipping take to reach me?"}, '
+    '{"role": "agent", "text": "Standard shipping takes 3-5 business days."}]}\n')
+
+
+def _sources(example: Example) -> str:
+    """The numbered sources of an example's prompt (its last message, less the question)."""
+    return example.messages[-1]["content"].rsplit("\n\nCustomer: ", 1)[0]
+
+
+def test_dialogue_examples_are_redacted_and_never_quote_their_own_dialogue(
+        settings: Settings, embedder: Embedder) -> None:
+    with (settings.knowledge_base / "dialogues.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(PRIVATE_DIALOGUE)
+    documents = load_knowledge_base(settings.knowledge_base)
+    retriever = Retriever.from_documents(documents, settings, embedder)
+    examples, _ = build_examples(documents, retriever, settings, progress=False)
+    private = [e for e in examples if e.group == "dlg-0003"]
+    assert len(private) == 2  # both turns kept: the test really sees their prompts
+
+    everything = json.dumps([(e.messages, e.target) for e in examples])
+    for detail in ("jane.doe@example.com", "4111 1111 1111 1111", "555 0134"):
+        assert detail not in everything  # not in a question, a history turn, a source or a target
+    follow_up = next(e for e in private if len(e.messages) > 2)
+    assert "[email]" in follow_up.messages[1]["content"]  # the earlier turn, redacted
+    assert "[card]" in follow_up.messages[2]["content"]  # the agent's reply in the history
+
+    turns = {d.record_id: d for d in documents if d.kind == "dialogue"}
+    for example in (e for e in examples if e.kind == "dialogue"):
+        own = [redact(d.question) for key, d in turns.items()
+               if key.startswith(example.group + "#")]
+        # A sibling turn of the same dialogue would leak the answer into its own prompt.
+        assert not [q for q in own if q[:30] in _sources(example)], example.group
 
 
 def test_loss_covers_only_the_answer_tokens(tiny_lm_dir: Path) -> None:  # noqa: F811
