@@ -124,6 +124,8 @@ def create_app(settings: Settings, *, pipeline: AnswerPipeline | None = None,
         allow_methods=["GET", "POST", "OPTIONS"],
         # Last-Event-ID: the widget resumes its live event stream after a dropped connection.
         allow_headers=["Content-Type", "Authorization", "Last-Event-ID"],
+        # The widget on the shop's own origin reads a 429's wait to tell the customer.
+        expose_headers=["Retry-After"],
     )
     app.add_middleware(NoSniffMiddleware)
     install_error_handlers(app)

@@ -313,6 +313,11 @@ def test_cors_allows_only_the_configured_origins(settings: Settings,
         simple = client.post("/api/v1/chat", json={"message": "hi"},
                              headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in simple.headers
+        # The widget on the shop's page may read a 429's Retry-After to say how long to wait.
+        mine = client.post("/api/v1/chat", json={"message": "hi"},
+                           headers={"Origin": "https://shop.example"})
+        assert mine.headers["access-control-allow-origin"] == "https://shop.example"
+        assert "retry-after" in mine.headers["access-control-expose-headers"].lower()
 
 
 def test_html_is_stored_and_returned_as_plain_text(client: TestClient) -> None:

@@ -127,8 +127,8 @@
 
   /**
    * Turn a failed HTTP response into a sentence a customer can act on. `retryAfter`: the
-   * seconds of a 429's Retry-After header (unreadable from another origin: the chat limit is
-   * per minute, so a minute is always enough).
+   * seconds of a 429's Retry-After header (the API exposes it to the shop's origin through
+   * CORS; without it, a minute is always enough: the chat limit is per minute).
    */
   function friendlyError(status, body, retryAfter) {
     if (status === 429) {
