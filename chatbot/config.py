@@ -254,9 +254,8 @@ class Settings(BaseSettings):
     )
     admin_token: str = Field(
         "",
-        description="Bearer token for admin endpoints and the Admin and Improve tabs. Required "
-        "unless "
-        f"env is 'dev', where it defaults to '{DEV_ADMIN_TOKEN}'.",
+        description="Bearer token for admin endpoints and the Admin and Improve tabs. "
+        f"Required unless env is 'dev', where it defaults to '{DEV_ADMIN_TOKEN}'.",
     )
     env: Literal["dev", "prod"] = Field(
         "dev", description="'prod' refuses to start without an explicit admin_token."
@@ -288,8 +287,8 @@ class Settings(BaseSettings):
     sign_in_failures_per_minute: int = Field(
         10, ge=0,
         description="Failed sign-ins (a wrong admin or agent token, on the API or in the Admin, "
-        "Improve or Inbox tab) per minute per client; past it that client gets 429 on every sign-in, right or wrong, "
-        "until the minute has passed (0: off).",
+        "Improve or Inbox tab) per minute per client; past it that client gets 429 on every "
+        "sign-in, right or wrong, until the minute has passed (0: off).",
     )
     trusted_proxies: CommaList = Field(
         default_factory=list,
