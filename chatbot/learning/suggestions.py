@@ -17,6 +17,11 @@ into a suggestion, unless it is one already:
 The admin lists, edits, approves and rejects (``list``, ``update``, ``approve``, ``reject``);
 ``chatbot.learning.knowledge`` reads the approved ones into the index. Every customer message
 feeds at most one suggestion (a unique key), so resolving a conversation again adds nothing.
+
+What a suggestion keeps is redacted (``chatbot.answering.privacy``, whatever
+``CHATBOT_STORE_VERBATIM`` says): once approved, its question and answer are served to every
+customer, and an agent's reply may quote the customer's own email or card. A company address an
+agent gave is redacted too; the admin puts it back while reviewing.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from chatbot.answering.inputs import check_message, check_text
+from chatbot.answering.privacy import Redactor
 from chatbot.config import Settings
 from chatbot.conversations.engine import make_sessionmaker
 from chatbot.conversations.models import (
@@ -104,6 +110,7 @@ class SuggestionQueue:
         self.engine = engine
         self.searcher = searcher
         self._sessions = make_sessionmaker(engine)
+        self._redactor = Redactor.from_settings(settings, verbatim=False)
         # One conversation at a time in this process, so two resolved at once see each other's
         # suggestions and merge instead of both creating one.
         self._lock = threading.Lock()
@@ -119,9 +126,11 @@ class SuggestionQueue:
                     .where(FaqSuggestionSource.conversation_id == conversation_id)).all())
             touched = []
             for exchange in exchanges(conversation_id, lines):
-                fresh = tuple(q for q in exchange.questions if q.message_id not in known)
+                fresh = tuple(replace(q, text=self._redactor.redact(q.text))
+                              for q in exchange.questions if q.message_id not in known)
                 if fresh:
-                    found = self._add(replace(exchange, questions=fresh))
+                    found = self._add(replace(exchange, questions=fresh,
+                                              answer=self._redactor.redact(exchange.answer)))
                     if found is not None:
                         touched.append(found)
             return touched

@@ -47,6 +47,24 @@ def test_a_resolved_conversation_becomes_one_pending_suggestion(
     assert queue.get(made).count == 1 and queue.count(status="pending") == 1
 
 
+def test_personal_data_never_reaches_a_suggestion(
+        settings: Settings, migrated_engine: Engine,  # noqa: F811
+        kb_retriever: Retriever) -> None:
+    """Even with the log keeping everything verbatim, what could be served to every customer
+    once approved (question, answer, sources) is redacted."""
+    verbatim = settings.model_copy(update={"store_verbatim": ["all"]})
+    queue = SuggestionQueue(verbatim, migrated_engine, kb_retriever)
+    question = "Do you offer gift wrapping? my email is jane.doe@example.com"
+    answer = GIFT_ANSWER + " I've noted it on card 4111 1111 1111 1111, Jane."
+    conversation_id, _ = write_conversation(migrated_engine,
+                                            gift_wrap_conversation(question, answer))
+    [made] = queue.suggest_from_conversation(conversation_id)
+    s = queue.get(made)
+    assert s.question == "Do you offer gift wrapping? my email is [email]"
+    assert s.answer == GIFT_ANSWER + " I've noted it on card [card], Jane."
+    assert [(x.question, x.answer) for x in s.sources] == [(s.question, s.answer)]
+
+
 def test_near_duplicates_merge_and_carry_a_count(queue: SuggestionQueue,
                                                   migrated_engine: Engine) -> None:  # noqa: F811
     first, _ = write_conversation(migrated_engine, gift_wrap_conversation())
