@@ -224,6 +224,9 @@ class Handoff(Base):
     claimed_by: Mapped[str | None] = mapped_column(
         ForeignKey("agents.id", ondelete="SET NULL"))
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the learning loop (chatbot.learning.loop) read the resolved conversation; null until
+    # then, so a server starting reads what was resolved while no process could.
+    learned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     conversation: Mapped[Conversation] = relationship(back_populates="handoffs")
 

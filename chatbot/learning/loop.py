@@ -10,6 +10,12 @@ Approving, withdrawing or editing served knowledge starts the service's backgrou
 the suggestions before this change, another starts as soon as it ends. Replicas follow the new
 ACTIVE version as for any re-index.
 
+A resolved hand-over is marked read (``handoffs.learned_at``) once its conversation has been
+turned into suggestions. ``attach`` queues the resolved ones still unread (oldest first, at most
+``CATCH_UP_LIMIT``), so a conversation resolved while its process stopped, or whose suggestion
+failed, is read when a server starts. Two processes may read the same conversation: every
+customer message feeds at most one suggestion, so the second adds nothing.
+
 The edges (``chatbot.web.improve`` and ``ui.improve``) call this object, never the queue.
 """
 
@@ -22,7 +28,10 @@ from concurrent.futures import wait as wait_all
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select, update
+
 from chatbot.conversations.jobs import ReindexStatus
+from chatbot.conversations.models import Handoff, utcnow
 from chatbot.conversations.service import ChatService
 from chatbot.errors import ConflictError
 from chatbot.learning.gaps import gap_report
@@ -30,6 +39,10 @@ from chatbot.learning.suggestions import APPROVED, UNSET, Searcher, SuggestionQu
 from chatbot.learning.views import GapReport, Review, Suggestion
 
 log = logging.getLogger(__name__)
+
+# Resolved hand-overs read at start-up at most: a backlog larger than this (a server down for
+# long) is read over the next starts rather than holding one start's worker for hours.
+CATCH_UP_LIMIT = 1000
 
 NO_RETRIEVER = ("this server's answer pipeline has no retriever (a stand-in?): the content-gap "
                 "report needs its embedder")
@@ -75,7 +88,24 @@ class LearningLoop:
                         "no agent desk" if subscribe is None else "the pipeline has no retriever")
             return False
         subscribe(lambda resolution: self.resolved(resolution.conversation_id))
+        self.catch_up()
         return True
+
+    def catch_up(self) -> int:
+        """Queue the conversations of resolved hand-overs not read yet, oldest first; returns
+        how many were queued."""
+        with self.service.engine.connect() as connection:
+            rows = connection.execute(
+                select(Handoff.conversation_id, Handoff.resolved_at)
+                .where(Handoff.resolved_at.is_not(None), Handoff.learned_at.is_(None))
+                .order_by(Handoff.resolved_at).limit(CATCH_UP_LIMIT)).all()
+        unread = list(dict.fromkeys(row.conversation_id for row in rows))
+        if unread:
+            log.info("reading %d resolved conversation(s) not yet turned into suggestions",
+                     len(unread))
+        for conversation_id in unread:
+            self.resolved(conversation_id)
+        return len(unread)
 
     # --- suggestions --------------------------------------------------------------------------
     def resolved(self, conversation_id: str) -> Future[list[int]]:
@@ -87,7 +117,15 @@ class LearningLoop:
 
     def _suggest(self, conversation_id: str) -> list[int]:
         try:
-            return self.queue.suggest_from_conversation(conversation_id)
+            touched = self.queue.suggest_from_conversation(conversation_id)
+            # Marked only now: a failure leaves it unread, to be read at the next start.
+            with self.service.engine.begin() as connection:
+                connection.execute(
+                    update(Handoff)
+                    .where(Handoff.conversation_id == conversation_id,
+                           Handoff.resolved_at.is_not(None), Handoff.learned_at.is_(None))
+                    .values(learned_at=utcnow()))
+            return touched
         except Exception:  # a failed suggestion must never disturb serving; the log has it
             log.exception("no suggestions from conversation %s", conversation_id)
             return []

@@ -70,3 +70,29 @@ def test_upgrade_is_idempotent_and_keeps_data(database_url: str) -> None:  # noq
             assert connection.execute(text("SELECT count(*) FROM conversations")).scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_hand_overs_resolved_before_0007_count_as_read_by_the_learning_loop(
+        database_url: str) -> None:  # noqa: F811
+    """0007 adds ``handoffs.learned_at``: hand-overs resolved before it are marked read at their
+    resolution time (no re-reading a deployment's history), open ones stay unread."""
+    engine = make_engine(database_url)
+    try:
+        upgrade(database_url, "0006", engine=engine)
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO conversations (id, channel, started_at, status) "
+                "VALUES ('c1', 'web', CURRENT_TIMESTAMP, 'open')"))
+            for handoff, resolved in (("h1", "'2026-11-01 10:00:00'"), ("h2", "NULL")):
+                connection.execute(text(
+                    "INSERT INTO handoffs (id, conversation_id, reason, requested_at, "
+                    f"resolved_at) VALUES ('{handoff}', 'c1', '', CURRENT_TIMESTAMP, "
+                    f"{resolved})"))
+        upgrade(database_url, engine=engine)
+        with engine.connect() as connection:
+            rows = dict(connection.execute(text(
+                "SELECT id, learned_at IS NOT NULL AND learned_at = resolved_at "
+                "FROM handoffs")).all())
+        assert {k: bool(v) for k, v in rows.items()} == {"h1": True, "h2": False}
+    finally:
+        engine.dispose()
