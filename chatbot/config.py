@@ -103,6 +103,14 @@ class Settings(BaseSettings):
         description="Above this many indexed phrasings FAISS uses an approximate HNSW index; "
         "below it an exact IndexFlatIP.",
     )
+    # One query is a small matrix product: FAISS's OpenMP team on every core costs more to wake
+    # than it saves and competes with the embedder and the other workers (bench/results/
+    # stages.md: 48.7 vs 12.5 ms per query over 10k documents on a busy 2-core box).
+    search_threads: int = Field(
+        1, ge=0,
+        description="OpenMP threads of FAISS searches (process-wide); 0 leaves FAISS's default, "
+        "every core.",
+    )
     hnsw_m: int = Field(32, ge=4, description="HNSW graph degree (M).")
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW efConstruction.")
     hnsw_ef_search: int = Field(64, ge=8, description="HNSW efSearch (recall/speed trade-off).")

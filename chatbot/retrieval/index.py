@@ -77,10 +77,20 @@ def phrase_key(model_name: str, text: str) -> str:
     return hashlib.sha256(f"{model_name}\x00{text}".encode()).hexdigest()[:24]
 
 
+def limit_faiss_threads(settings: Settings) -> None:
+    """FAISS's OpenMP threads, from ``settings.search_threads`` (0: FAISS's own default). The
+    setting is process-wide; serving and the tools set it whenever they build or load an index."""
+    import faiss
+
+    if settings.search_threads:
+        faiss.omp_set_num_threads(settings.search_threads)
+
+
 def build_faiss(vectors: np.ndarray, settings: Settings) -> tuple[Any, str]:
     """Exact inner-product search for small collections, HNSW above ``ann_threshold``."""
     import faiss
 
+    limit_faiss_threads(settings)
     dimension = vectors.shape[1]
     index: Any
     if len(vectors) > settings.ann_threshold:
@@ -208,6 +218,7 @@ def load_index_data(directory: Path, settings: Settings) -> IndexData:
         ) from error
     if hasattr(index, "hnsw"):
         index.hnsw.efSearch = settings.hnsw_ef_search
+    limit_faiss_threads(settings)
     return IndexData(documents, vectors, phrase_doc, keys, index, bm25, manifest)
 
 

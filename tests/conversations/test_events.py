@@ -17,7 +17,7 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import OperationalError
 
 from chatbot.config import Settings
-from chatbot.conversations.engine import make_engine, unavailable
+from chatbot.conversations.engine import make_engine, unavailable, upgrade
 from chatbot.conversations.events import (
     CUSTOMER_EVENTS,
     Event,
@@ -76,7 +76,6 @@ def test_handlers_run_after_commit_and_never_on_rollback(bus: EventBus) -> None:
 @pytest.fixture
 def postgres_bus(settings: Settings, postgres_url: str) -> Iterator[EventBus]:
     """A bus on a fresh, migrated PostgreSQL schema."""
-    from chatbot.conversations.engine import upgrade
     from dbfixtures import create_schema, drop_schema, postgres_schema_url
 
     schema = create_schema(postgres_url)
@@ -157,8 +156,6 @@ def _woken_across(bus_a: EventBus, bus_b: EventBus, conv: str) -> bool:
 def test_postgres_notify_wakes_followers_in_another_process(settings: Settings,
                                                              postgres_url: str) -> None:
     from dbfixtures import create_schema, drop_schema, postgres_schema_url
-
-    from chatbot.conversations.engine import upgrade
 
     schema = create_schema(postgres_url)
     url = postgres_schema_url(postgres_url, schema)

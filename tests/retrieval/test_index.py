@@ -134,6 +134,24 @@ def test_large_collections_use_hnsw(settings: Settings, embedder: Embedder) -> N
     assert type(data.faiss_index).__name__ == "IndexHNSWFlat"
 
 
+def test_loading_an_index_sets_faiss_threads_from_the_settings(
+        settings: Settings, embedder: Embedder) -> None:
+    import faiss
+
+    reindex(settings, embedder=embedder, progress=False)
+    directory = settings.resolved_index_dir / str(active_version(settings))
+    before = faiss.omp_get_max_threads()
+    try:
+        for threads in (2, 1):
+            load_index_data(directory, settings.model_copy(update={"search_threads": threads}))
+            assert faiss.omp_get_max_threads() == threads
+        faiss.omp_set_num_threads(3)  # 0 leaves whatever FAISS has
+        load_index_data(directory, settings.model_copy(update={"search_threads": 0}))
+        assert faiss.omp_get_max_threads() == 3
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def test_thresholds_are_stored_with_the_index_and_carried_over(
     settings: Settings, embedder: Embedder
 ) -> None:
