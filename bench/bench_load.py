@@ -234,7 +234,7 @@ def run_one(config: Config, args: argparse.Namespace,
         "postgres_cpu_ms_per_request": _per_request(pg_cpu, ok),
         "client_cpu_ms_per_request": _per_request(client_cpu, ok),
         "load_average_before": load_before, "load_average_after": load_after,
-        "db_check": check,
+        "client": args.client, "db_check": check,
     }
 
 
@@ -293,8 +293,12 @@ def main() -> int:
         return 0
     if args.report_only:
         meta = json.loads((RESULTS / "load.json").read_text())["meta"]
-        for name in ("concurrency", "turns", "requests", "max_seconds", "client"):
+        for name in ("concurrency", "turns", "requests", "max_seconds"):
             setattr(args, name, meta.get(name, getattr(args, name)))
+        # meta["client"] is the label written for the report; the choice is "client_kind"
+        # (older reports: read from the label).
+        args.client = meta.get("client_kind") or (
+            "raw" if "RawClient" in meta.get("client", "RawClient") else "httpx")
         args.append = True
         write_results([], args, None)
         return 0

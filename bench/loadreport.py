@@ -105,6 +105,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace,
             "machine": platform.machine(), "python": platform.python_version(),
             "server": "uvicorn with the app factory (as `chatbot serve --workers N`), rate limit "
                       "off, UI not mounted, OMP_NUM_THREADS=1, warmed before traffic",
+            "client_kind": args.client,
             "client": ("a minimal asyncio HTTP/1.1 keep-alive client (RawClient)"
                        if args.client == "raw" else "httpx.AsyncClient")
                       + " in a separate process on the same machine",
