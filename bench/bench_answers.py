@@ -123,17 +123,23 @@ def markdown(results: dict[str, Any]) -> str:
     if isinstance(bitext_rows, dict) and "skipped" not in bitext_rows:
         lines += [f"## Bitext answers (80/20 per intent, {results['limit']} test questions, "
                   f"max {results['max_new_tokens']} new tokens)", "",
-                  "| answers by | ROUGE-L | groundedness | routes | p50 latency (ms) | "
-                  "tokens/s |", "|---|---|---|---|---|---|"]
+                  "| answers by | ROUGE-L | lexical support | verifier accepts | routes | "
+                  "p50 latency (ms) | tokens/s |", "|---|---|---|---|---|---|---|"]
         for name, r in bitext_rows.items():
             if "skipped" in r:
-                lines.append(f"| {name} | skipped: {r['skipped']} | | | | |")
+                lines.append(f"| {name} | skipped: {r['skipped']} | | | | | |")
                 continue
             routes = ", ".join(f"{k} {v:.0%}" for k, v in r["routes"].items())
-            lines.append(f"| {name} | {r['rouge_l']} | {r['groundedness']} | {routes} | "
+            lines.append(f"| {name} | {r['rouge_l']} | {r['groundedness']} | "
+                         f"{'' if r.get('verifier_accepted') is None else r['verifier_accepted']}"
+                         f" | {routes} | "
                          f"{r['latency_ms_p50']} | {r['tokens_per_s'] or ''} |")
         lines += ["", "Targets: fine-tuned ROUGE-L ≥ base + 0.10 and above the verbatim "
-                  "baseline; groundedness ≥ 0.90.", ""]
+                  "baseline; groundedness ≥ 0.90. Lexical support is the share of claim "
+                  "sentences whose content words the sources contain (the gate's first pass; "
+                  "blind to negation, conditions and which number goes with what); verifier "
+                  "accepts is the share that also pass the grounding verifier "
+                  "(`chatbot/answering/verify.py`), the gate as served.", ""]
     elif bitext_rows:
         lines += [f"Bitext: {bitext_rows['skipped']}", ""]
     return "\n".join(lines) + "\n"

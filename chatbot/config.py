@@ -145,6 +145,50 @@ class Settings(BaseSettings):
         0.3, ge=0.0, le=1.0, description="Weight of the recent turns in the query embedding."
     )
 
+    # --- reranking (chatbot.retrieval.rerank) ------------------------------------------------
+    # Off by default: on the demo's held-out test split, at the default target precision, it
+    # answered fewer questions correctly than the cosine (0.05 vs 0.167) and costs about 340 ms
+    # of CPU per query on 2 cores against 10 ms for retrieval (bench/results/rerank.md).
+    reranker: str = Field(
+        "off",
+        description="Second-stage cross-encoder that re-scores the top hits: 'shipped' (the "
+        "weights trained on the demo knowledge base, in chatbot/retrieval/reranker), a folder "
+        "written by `chatbot finetune reranker`, or 'off' (route on the dense cosine).",
+    )
+    reranker_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
+        "onnx",
+        description="How the reranker runs: 'onnx' (ONNX Runtime, exported once into "
+        "<var_dir>/models, the same scores as torch, faster), 'onnx-int8' (int8 weights: faster "
+        "still, slightly different scores, calibrated separately) or 'torch'.",
+    )
+    rerank_top_n: int = Field(
+        10, ge=1, le=50, description="Hits the reranker scores per question (one batch).")
+    rerank_dialogues: int = Field(
+        2, ge=0, le=50,
+        description="How many of the scored hits may be past dialogue turns (the rest are the "
+        "best FAQ hits).",
+    )
+    # Gate defaults from the demo calibration set (558 held-out phrasings, 141 off-topic
+    # questions, shipped MiniLM): no in-scope question's best cosine is below 0.3 (19% of the
+    # off-topic ones are), and an FAQ at >= 0.85 with a 0.15 margin was the right one for 97.6%
+    # of the 7% of phrasings that reach it, for no off-topic question.
+    rerank_skip_below: float = Field(
+        0.3, ge=-1.0, le=1.0,
+        description="Skip the reranker when the best cosine is below this: nothing to answer "
+        "from (probability 0).",
+    )
+    rerank_skip_above: float = Field(
+        0.85, ge=-1.0, le=1.01,
+        description="Skip the reranker when an FAQ's cosine reaches this with a margin of "
+        "rerank_skip_margin over every other FAQ hit (that FAQ gets probability 1); above 1 "
+        "never skips.",
+    )
+    rerank_skip_margin: float = Field(
+        0.15, ge=0.0, le=2.0,
+        description="Cosine margin of that FAQ over the next FAQ hit that, with "
+        "rerank_skip_above, makes the first stage decisive.",
+    )
+
     # --- generation --------------------------------------------------------------------------
     generator_backend: Literal["transformers", "openai"] = Field(
         "transformers",
@@ -186,6 +230,22 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA in bf16 when available, else CPU in fp32."
+    )
+
+    # --- grounding: the meaning pass of the support gate (chatbot.answering.verify) -------------
+    verifier: str = Field(
+        "shipped",
+        description="Grounding verifier: a trained entailment head on the shipped MiniLM that "
+        "must find each generated sentence entailed by the sources' answers (after the lexical "
+        "check passes): 'shipped' (trained "
+        "on the demo knowledge base, in chatbot/answering/verifier), a folder written by "
+        "`chatbot finetune verifier`, or 'off' (lexical check only).",
+    )
+    verifier_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Entailment probability a generated sentence needs from the verifier to be "
+        "shown. Empty: the threshold calibrated with the weights (stored with them by "
+        "`chatbot finetune verifier`, which prints it).",
     )
 
     # --- routing -----------------------------------------------------------------------------

@@ -75,6 +75,8 @@ def settings(tmp_path: Path, tiny_kb: Path) -> Settings:
     return Settings(
         var_dir=tmp_path / "var",
         knowledge_base=tiny_kb,
+        reranker="off",  # routing tests are written for the cosine; reranker tests turn it on
+        verifier="off",  # gate tests are written for the lexical pass; verifier tests turn it on
         _env_file=None,  # type: ignore[call-arg]
     )
 

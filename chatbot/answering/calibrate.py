@@ -19,6 +19,12 @@ traffic. Then:
 Each threshold is the lowest score whose answered set still reaches the target (most questions
 answered at that precision), ignoring points with fewer than ``MIN_ANSWERED`` answered questions
 whose precision is noise.
+
+With a reranker (``CHATBOT_RERANKER``, ``chatbot.retrieval.rerank``) the scores are its
+probabilities, from the same search, gate and re-ordering as serving, and the thresholds are
+stored with ``scorer = reranker:<weights id>``. Only questions ``held_for_calibration`` count
+then: the reranker was trained on the others, and its probabilities on trained examples are
+more confident than on a customer's words.
 """
 
 from __future__ import annotations
@@ -88,11 +94,14 @@ def pick_threshold(in_scores: np.ndarray, in_ok: np.ndarray, out_scores: np.ndar
 
 
 def _features(hits_list: Sequence[Sequence[Hit]], labels: Sequence[str] | None,
-              label_of: LabelOf) -> dict[str, np.ndarray]:
-    top = np.array([max((h.dense_score or 0.0 for h in hits), default=0.0) for hits in hits_list])
-    faq_best = [max((h for h in hits if h.document.kind == "faq"),
-                    key=lambda h: h.dense_score or 0.0, default=None) for hits in hits_list]
-    faq = np.array([(h.dense_score or 0.0) if h else 0.0 for h in faq_best])
+              label_of: LabelOf, scorer: str = pol.COSINE) -> dict[str, np.ndarray]:
+    def conf(hit: Hit) -> float:
+        return pol.confidence(hit, scorer)
+
+    top = np.array([max((conf(h) for h in hits), default=0.0) for hits in hits_list])
+    faq_best = [max((h for h in hits if h.document.kind == "faq"), key=conf, default=None)
+                for hits in hits_list]
+    faq = np.array([conf(h) if h else 0.0 for h in faq_best])
     out = {"top": top, "faq": faq}
     if labels is not None:
         out["faq_ok"] = np.array([h is not None and label_of(h) == y
@@ -104,10 +113,12 @@ def _features(hits_list: Sequence[Sequence[Hit]], labels: Sequence[str] | None,
 
 def pick_thresholds(in_hits: Sequence[Sequence[Hit]], in_labels: Sequence[str],
                     out_hits: Sequence[Sequence[Hit]], label_of: LabelOf,
-                    target: float) -> tuple[float, float, dict[str, float]]:
-    """(answer, faq, metrics) from scored in-scope and out-of-scope questions."""
-    fi = _features(in_hits, in_labels, label_of)
-    fo = _features(out_hits, None, label_of)
+                    target: float, scorer: str = pol.COSINE,
+                    ) -> tuple[float, float, dict[str, float]]:
+    """(answer, faq, metrics) from scored in-scope and out-of-scope questions; the scores are
+    ``scorer``'s (``policy.confidence``)."""
+    fi = _features(in_hits, in_labels, label_of, scorer)
+    fo = _features(out_hits, None, label_of, scorer)
     answer, p_answer, ok_a = pick_threshold(fi["top"], fi["src_ok"], fo["top"], target)
     faq_target = 1 - (1 - target) / 2
     faq, p_faq, ok_f = pick_threshold(fi["faq"], fi["faq_ok"], fo["faq"], faq_target)
@@ -206,11 +217,47 @@ def _held_out_folds(documents: Sequence[Document]) -> list[Fold]:
     return result
 
 
-def calibrate(settings: Settings, *, embedder: Embedder | None = None, progress: bool = True,
-              out_of_scope: Path | None = None) -> tuple[pol.Thresholds, dict[str, Any]]:
-    """Calibrate on the knowledge base in ``settings``; returns (thresholds, report). The caller
-    stores the thresholds with the index (``chatbot.retrieval.index.write_thresholds``)."""
+def rerank_all(reranker: Any, texts: Sequence[str], hits_list: Sequence[Sequence[Hit]], k: int,
+               *, desc: str = "rerank", progress: bool = False) -> list[list[Hit]]:
+    """Each question's hits through the reranker (gate included, as serving does), cut to ``k``."""
+    from tqdm import tqdm
+
+    return [list(reranker.rerank(text, (), hits).hits[:k])
+            for text, hits in tqdm(list(zip(texts, hits_list, strict=True)), desc=desc,
+                                   disable=not progress, leave=False)]
+
+
+def make_reranker(settings: Settings) -> Any:
+    """The reranker ``CHATBOT_RERANKER`` asks for, or None when it is off."""
+    if settings.reranker.strip().lower() == "off":
+        return None
+    from chatbot.retrieval.rerank import Reranker
+
+    return Reranker(settings)
+
+
+@dataclasses.dataclass
+class Scored:
+    """The calibration questions with the hits the policy would route on (reranked when a
+    reranker is set): held-out phrasings (``in_*``) and out-of-scope questions (``out_*``)."""
+
+    in_hits: list[list[Hit]]
+    in_labels: list[str]
+    in_texts: list[str]
+    out_hits: list[list[Hit]]
+    out_texts: list[str]
+    documents: list[Document]
+    scorer: str
+    reranker: Any = None
+
+
+def score_questions(settings: Settings, *, embedder: Embedder | None = None,
+                    progress: bool = True, out_of_scope: Path | None = None,
+                    reranker: Any = None) -> Scored:
+    """Search (and rerank) every calibration question of the knowledge base in ``settings``
+    (see the module docstring). ``reranker``: default the one the settings ask for."""
     from chatbot.knowledge.ingest import load_knowledge_base
+    from chatbot.retrieval.rerank import held_for_calibration, search_depth
     from chatbot.retrieval.search import Retriever, search_all
 
     kb = settings.knowledge_base
@@ -222,34 +269,70 @@ def calibrate(settings: Settings, *, embedder: Embedder | None = None, progress:
         raise ConfigError(f"no FAQ in {kb} has alternative phrasings: calibration needs them "
                           "as held-out in-scope questions (add some in the alternatives column)")
     cached = ReusingEmbedder(embedder or Embedder(settings))  # each phrasing embedded once
+    if reranker is None:
+        reranker = make_reranker(settings)
     k = max(settings.top_k, prompt.MAX_SOURCES)
-    in_hits: list[list[Hit]] = []
-    in_labels: list[str] = []
-    in_texts: list[str] = []
+    search_k = k if reranker is None else search_depth(settings)
+    if reranker is not None:  # the reranker trained on the rest (see the module docstring)
+        folds = [(docs, [(q, r) for q, r in held if held_for_calibration(q)])
+                 for docs, held in folds]
+        oos = [q for q in oos if held_for_calibration(q)]
+    scored = Scored([], [], [], [], oos, list(documents),
+                    pol.COSINE if reranker is None else reranker.scorer_id, reranker)
     for j, (docs, held) in enumerate(folds):
         retriever = Retriever.from_documents(docs, settings, cached)
-        in_hits += search_all(retriever, [q for q, _ in held], k=k, desc=f"fold {j + 1}",
+        texts = [q for q, _ in held]
+        hits = search_all(retriever, texts, k=search_k, desc=f"fold {j + 1}", progress=progress)
+        if reranker is not None:
+            hits = rerank_all(reranker, texts, hits, k, desc=f"rerank fold {j + 1}",
                               progress=progress)
-        in_labels += [r for _, r in held]
-        in_texts += [q for q, _ in held]
+        scored.in_hits += hits
+        scored.in_labels += [r for _, r in held]
+        scored.in_texts += texts
     full = Retriever.from_documents(documents, settings, cached)
-    out_hits = search_all(full, oos, k=k, desc="out of scope", progress=progress)
+    scored.out_hits = search_all(full, oos, k=search_k, desc="out of scope", progress=progress)
+    if reranker is not None:
+        scored.out_hits = rerank_all(reranker, oos, scored.out_hits, k,
+                                     desc="rerank out of scope", progress=progress)
+    return scored
 
-    def label_of(hit: Hit) -> str:
-        return hit.document.record_id
 
-    target = settings.target_precision
-    answer, faq, metrics = pick_thresholds(in_hits, in_labels, out_hits, label_of, target)
-    answers = [(d.record_id, d.answer) for d in documents if d.kind == "faq"]
-    support, support_metrics = calibrate_support(in_hits, in_labels, answers, label_of, target,
-                                                 settings.seed)
+def _record_id(hit: Hit) -> str:
+    return hit.document.record_id
+
+
+def thresholds_for(scored: Scored, settings: Settings, target: float
+                   ) -> tuple[pol.Thresholds, dict[str, Any]]:
+    """The thresholds for ``target`` from scored questions, and the routes they give there."""
+    answer, faq, metrics = pick_thresholds(scored.in_hits, scored.in_labels, scored.out_hits,
+                                           _record_id, target, scored.scorer)
+    answers = [(d.record_id, d.answer) for d in scored.documents if d.kind == "faq"]
+    support, support_metrics = calibrate_support(scored.in_hits, scored.in_labels, answers,
+                                                 _record_id, target, settings.seed)
+    reranker = scored.reranker
+    scored_by = "" if reranker is None else f", reranker {reranker.weights_dir}"
     thresholds = pol.Thresholds(
         answer=answer, faq=faq, support=support,
-        source=f"chatbot calibrate on {kb} ({len(in_hits)} held-out phrasings, {len(oos)} "
-        f"out-of-scope questions, target precision {target}) at "
-        f"{datetime.now(UTC).isoformat(timespec='seconds')}",
-        metrics={**metrics, **support_metrics},
+        source=f"chatbot calibrate on {settings.knowledge_base} ({len(scored.in_hits)} held-out "
+        f"phrasings, {len(scored.out_texts)} out-of-scope questions, target precision "
+        f"{target}{scored_by}) at {datetime.now(UTC).isoformat(timespec='seconds')}",
+        metrics={**metrics, **support_metrics}, scorer=scored.scorer,
     )
-    report = route_metrics(in_hits, in_labels, out_hits, label_of, thresholds, settings,
-                           in_texts, oos)
+    report = route_metrics(scored.in_hits, scored.in_labels, scored.out_hits, _record_id,
+                           thresholds, settings, scored.in_texts, scored.out_texts)
+    return thresholds, report
+
+
+def calibrate(settings: Settings, *, embedder: Embedder | None = None, progress: bool = True,
+              out_of_scope: Path | None = None, reranker: Any = None,
+              ) -> tuple[pol.Thresholds, dict[str, Any]]:
+    """Calibrate on the knowledge base in ``settings``; returns (thresholds, report). The caller
+    stores the thresholds with the index (``chatbot.retrieval.index.write_thresholds``).
+    ``reranker``: the scorer to calibrate (default: the one the settings ask for)."""
+    scored = score_questions(settings, embedder=embedder, progress=progress,
+                             out_of_scope=out_of_scope, reranker=reranker)
+    thresholds, report = thresholds_for(scored, settings, settings.target_precision)
+    if scored.reranker is not None:
+        report["reranker"] = {"weights": str(scored.reranker.weights_dir),
+                              **scored.reranker.stats}
     return thresholds, {"thresholds": thresholds.to_json(), "calibration_set": report}

@@ -6,15 +6,24 @@ This module owns the support check, in one implementation used two ways:
   shows only the sentences it releases; the first unsupported sentence ends the answer
   (streamed and non-streamed answers alike; training data keeps the supported prefix of an agent
   answer the same way).
-- ``support_check`` (whole text): the groundedness metric of answer evaluation, i.e. the share of
-  claim sentences that are supported, which sentences were not, and which sources were cited.
+- ``support_check`` (whole text): the metrics of answer evaluation, i.e. the share of claim
+  sentences that pass the gate (``groundedness``) and the lexical first pass alone (``lexical``:
+  "lexical support"), which sentences failed, and which sources were cited.
 
 Both cut the text at the same sentence boundaries (``next_boundary``) and judge each sentence
-with the same rule (``judge``), so a verdict does not depend on how the text arrived. The rule:
-a sentence with fewer than ``MIN_CONTENT_WORDS`` content words makes no claim; a sentence that
-echoes the prompt's source blocks (``Q:``/``A:``) or cites a source that was not given fails; a
-number the sources lack fails; otherwise the share of its content words (computed without the
-``[n]`` markers) found in the sources and the question must reach the support threshold.
+with the same rule (``check_sentence``), so a verdict does not depend on how the text arrived.
+The rule has two passes:
+
+1. Lexical (``judge``, cheap): a sentence with fewer than ``MIN_CONTENT_WORDS`` content words
+   makes no claim; a sentence that echoes the prompt's source blocks (``Q:``/``A:``) or cites a
+   source that was not given fails; a number the sources lack fails; otherwise the share of its
+   content words (computed without the ``[n]`` markers) found in the sources and the question
+   must reach the support threshold. Shared words are not meaning: this pass ignores negation
+   ("not" is a stopword), conditions and which number goes with what.
+2. Meaning (optional, ``chatbot.answering.verify``): a claim that passed the lexical pass must
+   also be entailed by the sources' answers (``evidence``), as judged by the trained verifier.
+   The customer's question is never evidence here: restating it is not a claim the sources make.
+
 Word normalisation (stemmer, stopwords) is ``chatbot.retrieval.text``.
 """
 
@@ -23,6 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from chatbot.answering import prompt
 from chatbot.retrieval.text import content_words, is_number
@@ -45,15 +55,22 @@ _SENTENCE_END = re.compile(
 _OPEN_CITATIONS = re.compile(rf"(?:\s*{prompt.CITATION.pattern})*\s*(?:\[\d{{0,2}})?")
 
 
+class Entailment(Protocol):
+    """The meaning pass (``chatbot.answering.verify.Verifier``, or a stand-in in tests)."""
+
+    def supports(self, sentence: str, sources: Sequence[str]) -> bool: ...
+
+
 @dataclass(frozen=True)
 class SupportCheck:
     """How well a generated answer is backed by its sources."""
 
     supported: bool
-    groundedness: float  # share of content sentences supported by the sources
+    groundedness: float  # share of content sentences that pass the gate (both passes)
     sentences: int  # content sentences checked
     unsupported: tuple[str, ...] = ()
     cited: tuple[int, ...] = ()  # source numbers the answer cites (1-based)
+    lexical: float = 0.0  # share of content sentences that pass the lexical pass alone
 
 
 # --- sentences --------------------------------------------------------------------------------
@@ -113,31 +130,53 @@ def sentence_coverage(sentence: str, vocabulary: set[str]) -> float | None:
 
 
 def judge(sentence: str, vocabulary: set[str], threshold: float) -> bool | None:
-    """True when the sentence's claim is supported, False when not, None when it makes none."""
+    """The lexical pass: True when the sentence's claim is supported, False when not, None when
+    it makes none."""
     coverage = sentence_coverage(sentence, vocabulary)
     return None if coverage is None else coverage >= threshold
+
+
+def evidence(sources: Sequence[Hit]) -> list[str]:
+    """What the meaning pass reads: each source's answer (an FAQ answer, a past agent's reply),
+    never a question (an FAQ's question or a past customer's turn states no policy)."""
+    return [h.document.answer for h in sources]
+
+
+def check_sentence(sentence: str, vocabulary: set[str], threshold: float,
+                   verifier: Entailment | None = None,
+                   texts: Sequence[str] = ()) -> tuple[bool | None, bool | None]:
+    """(lexical verdict, gate verdict) of one sentence: the lexical pass (``judge``), then, for
+    a claim it lets through, the verifier on ``texts`` (``evidence``) when there is one."""
+    lexical = judge(sentence, vocabulary, threshold)
+    if not lexical or verifier is None:
+        return lexical, lexical
+    return lexical, verifier.supports(prompt.strip_citations(sentence).strip(), texts)
 
 
 # --- whole text ---------------------------------------------------------------------------------
 
 
 def support_check(answer: str, sources: Sequence[Hit], threshold: float,
-                  question: str = "") -> SupportCheck:
+                  question: str = "", verifier: Entailment | None = None) -> SupportCheck:
     """An answer is supported when it makes at least one claim and every sentence that makes a
-    claim is supported (``judge``); the same verdict ``SentenceGate`` reaches on the same text."""
+    claim passes (``check_sentence``); the same verdict ``SentenceGate`` reaches on the same
+    text. Every claim is checked (the gate stops at the first failure)."""
     vocabulary = source_vocabulary(sources, question)
-    checked = 0
+    texts = evidence(sources)
+    checked = lexical_ok = 0
     bad: list[str] = []
     for sentence in sentences(answer):
-        verdict = judge(sentence, vocabulary, threshold)
+        lexical, verdict = check_sentence(sentence, vocabulary, threshold, verifier, texts)
         if verdict is None:
             continue
         checked += 1
+        lexical_ok += bool(lexical)
         if not verdict:
             bad.append(sentence)
     grounded = (checked - len(bad)) / checked if checked else 0.0
     cited = tuple(prompt.cited_numbers(answer, len(sources)))
-    return SupportCheck(checked > 0 and not bad, grounded, checked, tuple(bad), cited)
+    return SupportCheck(checked > 0 and not bad, grounded, checked, tuple(bad), cited,
+                        lexical_ok / checked if checked else 0.0)
 
 
 # --- streaming ----------------------------------------------------------------------------------
@@ -149,11 +188,15 @@ class SentenceGate:
     A sentence that makes a claim is released when it is supported; sentences without a claim
     ("Happy to help!") wait for the next supported claim. The first unsupported sentence closes
     the gate: the answer is cut there, so what the customer saw streaming is exactly the final
-    text, and every claim in it is supported."""
+    text, and every claim in it is supported. A sentence is judged once it is complete, by the
+    same rule as ``support_check`` (``check_sentence``, with the verifier when given)."""
 
-    def __init__(self, sources: Sequence[Hit], threshold: float, question: str = "") -> None:
+    def __init__(self, sources: Sequence[Hit], threshold: float, question: str = "",
+                 verifier: Entailment | None = None) -> None:
         self.vocabulary = source_vocabulary(sources, question)
         self.threshold = threshold
+        self.verifier = verifier
+        self._evidence = evidence(sources)
         self.released: list[str] = []
         self.claims = 0  # supported claim sentences released
         self.rejected: str | None = None  # the first unsupported sentence, if any
@@ -209,7 +252,8 @@ class SentenceGate:
         return out
 
     def _judge(self, sentence: str) -> list[str]:
-        verdict = judge(sentence, self.vocabulary, self.threshold)
+        verdict = check_sentence(sentence, self.vocabulary, self.threshold, self.verifier,
+                                 self._evidence)[1]
         if verdict is None:
             self._pending.append(sentence)
             return []

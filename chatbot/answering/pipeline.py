@@ -1,14 +1,16 @@
 """The answer pipeline: the only place that knows the order of the stages.
 
     question + history -> check input -> signals (sentiment, frustration) -> retrieve ->
-        route (policy) -> FAQ verbatim | grounded generation behind a sentence support gate |
+        rerank (cross-encoder, when one is configured) -> route (policy) ->
+        FAQ verbatim | grounded generation behind a sentence support gate |
         fallback | hand-over -> Reply(text, route, confidence, reason, sources, hits, timings,
         signals, priority)
 
 ``build_pipeline(settings)`` wires the default stages; tests pass stand-ins for any of them
 (same interface) through its keyword arguments. Models load lazily (a script answering FAQs
 never loads the language model); a server calls ``warm_up()`` before it takes traffic, and
-``ready()`` is true only once the index, the embedder and the generator are loaded.
+``ready()`` is true only once the index, the embedder, the reranker (when set) and the
+generator are loaded.
 
 A generated answer's [n] citations are rewritten as the gate releases it
 (``chatbot.answering.citations``): the customer is shown FAQ sources only, so a citation of a
@@ -23,6 +25,11 @@ so serving builds them in the background (``warm_up_suggestions``) and replies c
 then; a new index version is rebuilt the same way while the old statistics keep serving, from
 the vectors the index and the previous statistics already hold (only new texts are embedded).
 A rebuild that fails is not retried for the same index version.
+
+With a reranker (``chatbot.retrieval.rerank.Reranker``, ``CHATBOT_RERANKER``), retrieval fetches
+``max(top_k, rerank_top_n)`` hits, the reranker re-orders them by probability (or its gate skips
+it when the first stage is decisive), the top ``top_k`` go on, and the thresholds are those
+calibrated for that reranker (``Pipeline.thresholds``): the policy routes on its probability.
 
 ``close()`` stops what serving started (the embedder's micro-batching worker, the HTTP
 generator's connections); the server calls it on shutdown.
@@ -40,7 +47,7 @@ from chatbot.answering import prompt
 from chatbot.answering.citations import CustomerCitations, visible_sources
 from chatbot.answering.grounding import SentenceGate
 from chatbot.answering.inputs import check_message
-from chatbot.answering.policy import Decision, Policy, Thresholds
+from chatbot.answering.policy import COSINE, Decision, Policy, Thresholds
 from chatbot.answering.privacy import Redactor
 from chatbot.answering.signals import SignalReader
 from chatbot.config import Settings
@@ -56,9 +63,12 @@ class Pipeline:
     """Implements ``chatbot.types.AnswerPipeline``."""
 
     def __init__(self, settings: Settings, retriever: Any, generator: Generator,
-                 policy: Policy, signals: SignalReader | None = None) -> None:
+                 policy: Policy, signals: SignalReader | None = None,
+                 reranker: Any = None, verifier: Any = None) -> None:
         self.settings = settings
         self.retriever = retriever
+        self.reranker = reranker  # None: route on the first stage's cosine
+        self.verifier = verifier  # None: the support gate's lexical pass only
         self.generator = generator
         self.policy = policy
         self.signals = signals  # None: signals off, every customer is treated as calm
@@ -87,6 +97,10 @@ class Pipeline:
         embedder = getattr(self.retriever, "embedder", None)  # stand-in retrievers have none
         if embedder is not None and not getattr(embedder, "loaded", True):
             missing.append("embedder")
+        if self.reranker is not None and not self.reranker.loaded:
+            missing.append("reranker")
+        if self.verifier is not None and not self.verifier.loaded:
+            missing.append("verifier")
         if not self.generator.loaded:
             missing.append("generator")
         return missing
@@ -96,7 +110,11 @@ class Pipeline:
         start-up does before it takes traffic). Raises ``IndexNotReadyError`` without an index;
         a generator that cannot load is logged and left for /health to report."""
         # Loads the index (or raises with the fix), the embedder, and touches FAISS and BM25.
-        self.retriever.search("warm-up question")
+        hits = self.retriever.search("warm-up question")
+        if self.reranker is not None:  # load it and run it once, gate or not
+            self.reranker.score("warm-up question", (), hits[:1])
+        if self.verifier is not None:  # the support gate's meaning pass
+            self.verifier.supports("Warm-up sentence.", ["Warm-up source."])
         # VADER's lexicon (~20 ms): the service reads signals inside its write transaction.
         self.read_signals("warm-up question")
         warm = getattr(self.generator, "warm_up", None)  # one token, where that costs little
@@ -199,9 +217,36 @@ class Pipeline:
             return []
         return list(suggester.opening(self.settings.suggestions, recent_counts=recent_counts))
 
+    @property
+    def scorer(self) -> str:
+        """What the policy's confidence is: ``cosine`` or ``reranker:<weights id>``."""
+        return COSINE if self.reranker is None else self.reranker.scorer_id
+
     def thresholds(self) -> Thresholds:
-        """Calibrated thresholds of the loaded index, or the documented defaults."""
-        return Thresholds.from_manifest(self.retriever.manifest)
+        """The loaded index's thresholds calibrated for this pipeline's scorer, or that scorer's
+        documented defaults (thresholds of another scorer are never used)."""
+        return Thresholds.from_manifest(self.retriever.manifest, scorer=self.scorer)
+
+    def retrieve(self, question: str, history: Sequence[Turn] = (),
+                 timings: dict[str, float] | None = None) -> tuple[Hit, ...]:
+        """The hits the policy routes on: the search's, reranked when a reranker is set.
+        ``timings`` receives retrieval_ms, and rerank_ms and reranked (1 or 0) with a reranker."""
+        started = time.perf_counter()
+        if self.reranker is None:
+            hits = tuple(self.retriever.search(question, history))
+        else:
+            from chatbot.retrieval.rerank import search_depth
+
+            found = self.retriever.search(question, history, k=search_depth(self.settings))
+            searched = time.perf_counter()
+            reranked = self.reranker.rerank(question, history, found)
+            hits = reranked.hits[: self.settings.top_k]
+            if timings is not None:
+                timings["rerank_ms"] = round((time.perf_counter() - searched) * 1000, 2)
+                timings["reranked"] = float(reranked.ran)
+        if timings is not None:
+            timings["retrieval_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        return hits
 
     # --- answering ------------------------------------------------------------------------------
     def read_signals(self, question: str, history: Sequence[Turn] = ()) -> Signals | None:
@@ -234,18 +279,17 @@ class Pipeline:
                 signals: Signals | None = None) -> Iterator[str | Reply]:
         if signals is None:
             signals = self.read_signals(question, history)
-        hits = tuple(self.retriever.search(question, history))
-        retrieval_ms = (time.perf_counter() - started) * 1000
+        extra: dict[str, float] = {}
+        hits = self.retrieve(question, history, extra)
         thresholds = self.thresholds()
         decision = self.policy.decide(question, hits, history, thresholds, signals)
-        extra = {"retrieval_ms": round(retrieval_ms, 2)}
         if decision.route != Route.GENERATED:
             assert decision.text is not None
             yield decision.text
             yield self._reply(decision, hits, started, extra, model=None, history=history)
             return
 
-        release = _Release(decision, thresholds.support, question)
+        release = _Release(decision, thresholds.support, question, self.verifier)
         messages = prompt.build_messages(question, decision.sources, history,
                                          redactor=self._redactor)
         failure = None
@@ -320,8 +364,9 @@ class _Release:
     shown, not earlier: an answer the gate rejects becomes a fallback, whose text must not
     follow an acknowledgement already shown."""
 
-    def __init__(self, decision: Decision, support: float, question: str) -> None:
-        self.gate = SentenceGate(decision.sources, support, question)
+    def __init__(self, decision: Decision, support: float, question: str,
+                 verifier: Any = None) -> None:
+        self.gate = SentenceGate(decision.sources, support, question, verifier)
         self._citations = CustomerCitations(decision.sources)
         self._before = decision.before
 
@@ -345,17 +390,28 @@ class _Release:
 
 
 def build_pipeline(settings: Settings, *, retriever: Any = None, generator: Generator | None = None,
-                   policy: Policy | None = None, signals: SignalReader | None = None) -> Pipeline:
+                   policy: Policy | None = None, signals: SignalReader | None = None,
+                   reranker: Any = None, verifier: Any = None) -> Pipeline:
     """The default pipeline for ``settings``; any stage can be replaced by an object with the
-    same interface. Nothing heavy is loaded here."""
+    same interface. Nothing heavy is loaded here. The reranker is the one ``CHATBOT_RERANKER``
+    names unless one is passed (``CHATBOT_RERANKER=off``: none); so is the support gate's
+    verifier (``CHATBOT_VERIFIER``, ``chatbot.answering.verify``)."""
     if retriever is None:
         from chatbot.retrieval.search import Retriever
 
         retriever = Retriever(settings)
     if signals is None and settings.signals:
         signals = SignalReader()
+    if reranker is None and settings.reranker.strip().lower() != "off":
+        from chatbot.retrieval.rerank import Reranker, resolve_weights_dir
+
+        reranker = Reranker(settings, resolve_weights_dir(settings.reranker))
+    if verifier is None and settings.verifier.strip().lower() != "off":
+        from chatbot.answering.verify import make_verifier
+
+        verifier = make_verifier(settings)
     return Pipeline(settings, retriever, generator or make_generator(settings),
-                    policy or Policy(settings), signals)
+                    policy or Policy(settings), signals, reranker, verifier)
 
 
 def format_reply(reply: Reply) -> str:

@@ -5,8 +5,10 @@
   out-of-scope test questions routed by the real policy (optionally calibrated first on other
   files); reports ``in_scope_answered``, ``in_scope_correct``, ``oos_fallback`` and thresholds.
 - ``eval_answers``: answers test questions from a throw-away index of TRAIN question/answer rows
-  and scores them against the reference answers: ROUGE-L F1, groundedness (share of answer
-  sentences supported by the retrieved sources), route distribution, latency and tokens/s.
+  and scores them against the reference answers: ROUGE-L F1, groundedness (lexical support: share
+  of answer sentences whose words the retrieved sources contain), ``verifier_accepted`` (share
+  that also pass the grounding verifier, when one is configured), route distribution, latency
+  and tokens/s.
   ``mode`` is ``pipeline`` (the product: routing, support gate), ``generate`` (always generate
   from the top sources: the model's own quality) or ``verbatim`` (the nearest neighbour's answer).
 """
@@ -155,6 +157,7 @@ def eval_answers(kb: Path, queries: Path, *, question_col: str, answer_col: str,
     thresholds = pipeline.thresholds()
     scores: list[float] = []
     grounded: list[float] = []
+    verified: list[float] = []
     latencies: list[float] = []
     rates: list[float] = []
     firsts: list[float] = []
@@ -185,9 +188,11 @@ def eval_answers(kb: Path, queries: Path, *, question_col: str, answer_col: str,
         routes[route] += 1
         scores.append(rouge_l(prompt.strip_citations(text), reference))
         if route in (Route.FAQ.value, Route.GENERATED.value):
-            check = support_check(text, sources, thresholds.support, question)
+            check = support_check(text, sources, thresholds.support, question,
+                                  pipeline.verifier)
             if check.sentences:
-                grounded.append(check.groundedness)
+                grounded.append(check.lexical)  # the lexical pass alone
+                verified.append(check.groundedness)  # both passes (= lexical without verifier)
         if len(examples) < 3:
             examples.append({"question": question, "reference": reference[:300],
                              "answer": text[:300], "route": route})
@@ -197,6 +202,8 @@ def eval_answers(kb: Path, queries: Path, *, question_col: str, answer_col: str,
         "generator": None if gen is None else gen.name,
         "rouge_l": round(statistics.fmean(scores), 4),
         "groundedness": round(statistics.fmean(grounded), 4) if grounded else None,
+        "verifier_accepted": round(statistics.fmean(verified), 4) if (
+            verified and pipeline.verifier is not None) else None,
         "grounded_answers": len(grounded),
         "routes": {r: round(c / n, 4) for r, c in sorted(routes.items())},
         "latency_ms_p50": percentile_ms(latencies, 50, 1),

@@ -161,7 +161,9 @@ def answer_row(pipeline: Any, row: DemoRow, *, generate: bool) -> Outcome:
         # The same calls, in the same order, as Pipeline.stream before it would generate.
         text = pipeline.check_question(row.message)
         signals = pipeline.read_signals(text, row.history)
-        hits = tuple(pipeline.retriever.search(text, row.history))
+        retrieve = getattr(pipeline, "retrieve", None)  # search, then the reranker if any
+        hits = tuple(retrieve(text, row.history) if retrieve is not None
+                     else pipeline.retriever.search(text, row.history))
         decision = pipeline.policy.decide(text, hits, row.history, pipeline.thresholds(),
                                           signals)
         route, sources, confidence = decision.route, decision.sources, decision.confidence
@@ -308,7 +310,9 @@ def eval_demo(settings: Settings, *, path: Path = DEFAULT_DATA, split: str = "te
         "judging": judging(generate),
         "index_version": pipeline.index_version,
         "thresholds": {"answer": thresholds.answer, "faq": thresholds.faq,
-                       "source": thresholds.source},
+                       "scorer": thresholds.scorer, "source": thresholds.source},
+        "reranker": dict(pipeline.reranker.stats) if getattr(pipeline, "reranker", None)
+        else None,
         "seconds": round(seconds, 2), "rows_per_s": round(len(rows) / max(seconds, 1e-9), 1),
         **summarise(outcomes),
     }
