@@ -1,5 +1,6 @@
 """Deterministic stand-ins for the retriever and the generator (same interfaces), passed to
-``build_pipeline`` in tests, plus helpers to build hits. No models are loaded."""
+``build_pipeline`` in tests, plus helpers to build hits (no models are loaded), and
+``CountingEncoder``, which records what a real encoder is asked to embed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from chatbot.errors import GenerationError
 from chatbot.generation.base import GenerationResult, GenerationStream
+from chatbot.retrieval.embed import TextEncoder
 from chatbot.types import Document, Hit, Turn
 
 
@@ -112,3 +114,19 @@ class StandInGenerator:
         stream.cancel = cancel  # type: ignore[method-assign]
         stream._source = pieces()
         return stream
+
+
+class CountingEncoder:
+    """Wraps a real encoder (a ``TextEncoder``), recording the texts it embeds."""
+
+    def __init__(self, inner: TextEncoder) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def encode(self, texts, *, batch_size, progress=False):  # type: ignore[no-untyped-def]
+        self.texts += list(texts)
+        return self.inner.encode(texts, batch_size=batch_size, progress=progress)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from standin_stages import StandInGenerator
+from standin_stages import CountingEncoder, StandInGenerator
 
 from chatbot.answering.pipeline import Pipeline, build_pipeline
 from chatbot.config import Settings
 from chatbot.errors import IndexNotReadyError
 from chatbot.knowledge.ingest import load_knowledge_base
-from chatbot.retrieval.embed import Embedder, TextEncoder
+from chatbot.retrieval.embed import Embedder
 from chatbot.retrieval.search import Retriever
 from chatbot.types import Route, Turn
 
@@ -64,22 +64,6 @@ def test_suggestions_off(settings: Settings, embedder: Embedder) -> None:
     pipeline = _pipeline(settings.model_copy(update={"suggestions": 0}), embedder)
     assert not pipeline.warm_up_suggestions()
     assert pipeline.answer("How do I return an item?").suggestions == ()
-
-
-class CountingEncoder:
-    """The session's real encoder (a ``TextEncoder``), recording the texts it embeds."""
-
-    def __init__(self, inner: TextEncoder) -> None:
-        self.inner = inner
-        self.texts: list[str] = []
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    def encode(self, texts, *, batch_size, progress=False):  # type: ignore[no-untyped-def]
-        self.texts += list(texts)
-        return self.inner.encode(texts, batch_size=batch_size, progress=progress)
 
 
 class MovingRetriever:

@@ -4,9 +4,10 @@ job's ``ReusingEmbedder`` embeds each text once, known ones never, apart from se
 from __future__ import annotations
 
 import numpy as np
+from standin_stages import CountingEncoder
 
 from chatbot.config import Settings
-from chatbot.retrieval.embed import Embedder, ReusingEmbedder, TextEncoder
+from chatbot.retrieval.embed import Embedder, ReusingEmbedder
 
 
 class CountingEmbedder(Embedder):
@@ -45,22 +46,6 @@ def test_query_cache_reuses_vectors_and_can_be_bypassed(embedder: Embedder) -> N
 
 def test_empty_input_gives_an_empty_matrix(embedder: Embedder) -> None:
     assert embedder.encode([]).shape == (0, 384)
-
-
-class CountingEncoder:
-    """The session's real encoder (a ``TextEncoder``), recording the texts it embeds."""
-
-    def __init__(self, inner: TextEncoder) -> None:
-        self.inner = inner
-        self.texts: list[str] = []
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    def encode(self, texts, *, batch_size, progress=False):  # type: ignore[no-untyped-def]
-        self.texts += list(texts)
-        return self.inner.encode(texts, batch_size=batch_size, progress=progress)
 
 
 def test_a_reusing_embedder_embeds_each_text_once_and_known_ones_never(
