@@ -263,6 +263,19 @@ class _DropRecords(logging.Filter):
         return record.levelno > logging.WARNING
 
 
+def cpu_session(ort: Any, path: Path, threads: int) -> Any:
+    """An ONNX Runtime session on the CPU with ``threads`` intra-op threads, all graph
+    optimisations, and idle pool threads that sleep (they spin by default: CPU burnt for nothing
+    on a shared box). The embedder and the reranker both run this way."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def ensure_int8(folder: Path) -> Path:
     """``model.int8.onnx`` next to ``model.onnx``: dynamic int8 weights, quantised per channel
     (per tensor moved MiniLM's vectors to cosine 0.96 of the original, per channel 0.99)."""
@@ -307,16 +320,7 @@ class OnnxEncoder:
             import onnxruntime as ort
             from transformers import AutoTokenizer
 
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.log_severity_level = 3
-            # Idle pool threads spin by default: CPU burnt for nothing on a shared box.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = cpu_session(ort, path, threads)
             self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph classes
             raise ModelError(f"cannot load the ONNX embedder {path}: {error}; {HOW_TO_FIX}"

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 
 from chatbot.errors import ModelError
-from chatbot.retrieval.onnx_encoder import INT8_FILE, MODEL_FILE, OPSET, ensure_int8
+from chatbot.retrieval.onnx_encoder import (
+    INT8_FILE,
+    MODEL_FILE,
+    OPSET,
+    cpu_session,
+    ensure_int8,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +147,7 @@ class OnnxCrossScorer:
             import onnxruntime as ort
             from transformers import AutoTokenizer
 
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.log_severity_level = 3
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(str(path), options,
-                                                 providers=["CPUExecutionProvider"])
+            self._session = cpu_session(ort, path, threads)
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         except Exception as error:  # onnxruntime raises its own classes
             raise ModelError(f"cannot load the ONNX reranker {path}: {error}; {HOW_TO_FIX}"
