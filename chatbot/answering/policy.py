@@ -105,7 +105,7 @@ DEFAULT_THRESHOLDS = Thresholds(
 # 2026-11-30. There 17% of the phrasings are answered and all off-topic questions fall back; at
 # target 0.8 (answer 0.747) 62% and 100%. Only for these weights (the scorer names them).
 DEFAULT_RERANK_THRESHOLDS = Thresholds(
-    answer=0.9339, faq=0.9339, support=0.2183, scorer="reranker:ecc6d8130154",
+    answer=0.9339, faq=0.9339, support=0.2183, scorer="reranker:39ee3ebb1299",
     source="defaults from `chatbot calibrate` with the shipped reranker on the demo knowledge "
     "base (161 held-out phrasings, 46 out-of-scope questions, target precision 0.85); run "
     "`chatbot calibrate` to calibrate on your own data",

@@ -22,7 +22,11 @@ import numpy as np
 from chatbot.config import Settings
 from chatbot.errors import ConfigError, ModelError
 
-WEIGHTS_FILE = "cross_encoder.safetensors"
+WEIGHTS_FILE = "cross_encoder.safetensors"  # one file (older saves); new ones are shards
+SHARD_FILE = "cross_encoder-{:02d}.safetensors"
+# Shards stay well under the repository's 20 MB limit for one file (the shipped six trained
+# layers are 21.6 MB in fp16).
+SHARD_BYTES = 12_000_000
 CONFIG_FILE = "cross_encoder.json"
 FORMAT = 1
 DEFAULT_MAX_LENGTH = 128  # tokens per pair: a question, a turn and a typical FAQ answer (median 59)
@@ -76,8 +80,9 @@ def save_compact(model: Any, out_dir: Path, *, base: str = "",
                  max_length: int = DEFAULT_MAX_LENGTH, meta: dict[str, Any] | None = None,
                  extra: dict[str, Any] | None = None) -> Path:
     """Write the trainable tensors (``requires_grad``) in fp16 and a JSON describing them;
-    returns the weights file. ``meta`` (training data, metrics) is stored in the JSON, and
-    ``extra`` keys at its top level (the reranker's ``fusion``)."""
+    returns the first weights file (shards of at most ``SHARD_BYTES``). ``meta`` (training
+    data, metrics) is stored in the JSON, and ``extra`` keys at its top level (the reranker's
+    ``fusion``)."""
     from safetensors.torch import save_file
 
     tensors = {name: p.detach().to("cpu").half().contiguous()
@@ -85,8 +90,20 @@ def save_compact(model: Any, out_dir: Path, *, base: str = "",
     if not tensors:
         raise ConfigError("nothing to save: no parameter of the model is trainable")
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / WEIGHTS_FILE
-    save_file(tensors, str(weights))
+    for old in weights_files(out_dir):
+        old.unlink()
+    shards: list[dict[str, Any]] = [{}]
+    size = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > SHARD_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    for i, shard in enumerate(shards, start=1):
+        save_file(shard, str(out_dir / SHARD_FILE.format(i)))
+    weights = out_dir / SHARD_FILE.format(1)
     config = {"format": FORMAT, "base": base or "shipped all-MiniLM-L6-v2",
               "base_path": base, "max_length": max_length, "dtype": "float16",
               "body_layers": int(model.config.num_hidden_layers),
@@ -110,10 +127,19 @@ def read_compact_config(weights_dir: Path) -> dict[str, Any]:
     return dict(config)
 
 
+def weights_files(weights_dir: Path) -> list[Path]:
+    """The weights' files in order: the shards, else the single file of an older save."""
+    shards = sorted(weights_dir.glob(SHARD_FILE.replace("{:02d}", "[0-9][0-9]")))
+    return shards or ([weights_dir / WEIGHTS_FILE] if (weights_dir / WEIGHTS_FILE).exists()
+                      else [])
+
+
 def weights_id(weights_dir: Path) -> str:
-    """A short hash of the weights file: which trained scorer calibrated thresholds belong to."""
-    digest = hashlib.sha256((weights_dir / WEIGHTS_FILE).read_bytes()).hexdigest()
-    return digest[:12]
+    """A short hash of the weights: which trained scorer calibrated thresholds belong to."""
+    digest = hashlib.sha256()
+    for path in weights_files(weights_dir):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def load_cross_encoder(settings: Settings | None, weights_dir: Path) -> tuple[Any, Any]:
@@ -128,10 +154,15 @@ def load_cross_encoder(settings: Settings | None, weights_dir: Path) -> tuple[An
         torch.set_num_threads(settings.resolved_threads)
     model, tokenizer = new_cross_encoder(config.get("base_path") or "", train_layers=0,
                                          body_layers=config.get("body_layers"))
-    try:
-        tensors = load_file(str(weights_dir / WEIGHTS_FILE))
-    except (OSError, ValueError) as error:
-        raise ModelError(f"cannot read {weights_dir / WEIGHTS_FILE}: {error}") from error
+    tensors: dict[str, Any] = {}
+    files = weights_files(weights_dir)
+    if not files:
+        raise ModelError(f"no cross-encoder weights files in {weights_dir}")
+    for path in files:
+        try:
+            tensors.update(load_file(str(path)))
+        except (OSError, ValueError) as error:
+            raise ModelError(f"cannot read {path}: {error}") from error
     missing, unexpected = model.load_state_dict(
         {k: v.float() for k, v in tensors.items()}, strict=False)
     if unexpected:

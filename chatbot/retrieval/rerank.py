@@ -44,6 +44,7 @@ from chatbot.retrieval.cross_encoder import (  # noqa: F401
     new_cross_encoder,
     read_compact_config,
     save_compact,
+    weights_files,
     weights_id,
 )
 from chatbot.types import Hit, Turn
