@@ -31,6 +31,7 @@ from common import (  # first: offline env
     ROOT,
     bitext_csvs,
     clinc150,
+    load_average,
     write_csv,
     write_report,
 )
@@ -348,7 +349,10 @@ def main() -> None:
     settings = Settings(torch_threads=THREADS, _env_file=None)  # type: ignore[call-arg]
     embedder = Embedder(settings)
     results: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {THREADS} torch threads",
+        "machine": (f"{platform.machine()}, {os.cpu_count()} cores; embedder "
+                    f"{settings.embedding_backend} with {settings.resolved_embedding_threads} "
+                    f"intra-op threads, FAISS {settings.search_threads} thread(s); 1-minute load "
+                    f"average at the start {load_average()}"),
         "command": "make bench (bench/bench_retrieval.py" + (" --quick)" if args.quick else ")"),
         "settings": {
             "fusion": settings.fusion,
@@ -363,6 +367,7 @@ def main() -> None:
         results["latency_10k"] = latency_10k(settings, embedder)
         results["ann"] = ann(embedder)
         results["reindex"] = reindex_speed(settings, embedder, tmp)
+    results["machine"] += f", at the end {load_average()}"
     write_report("retrieval", results, markdown(results))
 
 

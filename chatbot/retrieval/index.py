@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,13 @@ class IndexData:
     @property
     def version(self) -> str | None:
         return self.manifest.get("version")
+
+    @cached_property
+    def phrase_starts(self) -> np.ndarray:
+        """Row of each document's first phrasing, plus the row count at the end: document
+        ``d``'s phrasings are rows ``phrase_starts[d]:phrase_starts[d + 1]`` (they are stored
+        contiguously, in document order)."""
+        return np.searchsorted(self.phrase_doc, np.arange(len(self.documents) + 1))
 
     def phrasing_vectors(self) -> dict[str, np.ndarray]:
         """Each phrasing's text -> its vector (rows are phrasings in document order)."""

@@ -171,20 +171,11 @@ class Retriever:
         dense: dict[int, float] = {}
         matched: dict[int, int] = {}
         vectors = self.query_vectors(query, history) if mode != "keyword" else []
+        # Several phrasings per document: over-fetch phrasings, keep the best per document.
+        fetch = min(len(data.phrase_doc), candidates * 4)
         for vector in vectors:
-            found: dict[int, tuple[float, int]] = {}
-            # Several phrasings per document: over-fetch phrasings, keep the best per document.
-            fetch = min(len(data.phrase_doc), candidates * 4)
-            scores, rows = data.faiss_index.search(vector[None, :], fetch)
-            for score, row in zip(scores[0], rows[0], strict=True):
-                if row < 0:
-                    continue
-                doc = int(data.phrase_doc[row])
-                if doc not in found:
-                    found[doc] = (float(score), int(row))
-                if len(found) >= candidates:
-                    break
-            for doc, (score, row) in found.items():
+            docs, scores, rows = _best_per_document(data, vector, fetch, candidates)
+            for doc, score, row in zip(docs, scores, rows, strict=True):
                 if score > dense.get(doc, -2.0):
                     dense[doc], matched[doc] = score, row
 
@@ -194,14 +185,16 @@ class Retriever:
             if tokens:
                 all_scores = data.bm25.get_scores(tokens)
                 top = np.argpartition(-all_scores, candidates - 1)[:candidates]
-                keyword = {int(i): float(all_scores[i]) for i in top if all_scores[i] > 0}
+                top = top[all_scores[top] > 0]
+                keyword = dict(zip(top.tolist(), all_scores[top].tolist(), strict=True))
 
         dense_rank = _ranks(dense)
         keyword_rank = _ranks(keyword)
         pool = set(dense) | set(keyword)
-        if vectors:
-            for doc in pool - set(dense):  # keyword-only hits still get their true cosine
-                dense[doc], matched[doc] = max(self._best_phrasing(data, doc, v) for v in vectors)
+        if vectors:  # keyword-only hits still get their true cosine
+            for doc, (score, row) in _best_phrasings(data, sorted(pool - set(dense)),
+                                                     vectors).items():
+                dense[doc], matched[doc] = score, row
 
         fused = self._fuse(pool, dense, keyword, dense_rank, keyword_rank, mode)
         order = sorted(pool, key=lambda d: (-fused[d], d))[:k]
@@ -244,28 +237,48 @@ class Retriever:
         w = self.settings.dense_weight
         return {d: w * dense.get(d, 0.0) + (1 - w) * keyword.get(d, 0.0) / best for d in pool}
 
-    @staticmethod
-    def _best_phrasing(data: IndexData, doc: int, vector: np.ndarray) -> tuple[float, int]:
-        start, end = _phrasing_rows(data, doc)
-        scores = data.vectors[start:end] @ vector
-        best = int(np.argmax(scores))
-        return float(scores[best]), start + best
-
 
 def _ranks(scores: dict[int, float]) -> dict[int, int]:
     return {d: r for r, d in enumerate(sorted(scores, key=lambda d: -scores[d]), start=1)}
 
 
-def _phrasing_rows(data: IndexData, doc: int) -> tuple[int, int]:
-    """Rows of ``doc``'s phrasings: they are stored contiguously, in document order."""
-    start = int(np.searchsorted(data.phrase_doc, doc, side="left"))
-    end = int(np.searchsorted(data.phrase_doc, doc, side="right"))
-    return start, end
+def _best_per_document(data: IndexData, vector: np.ndarray, fetch: int, candidates: int
+                       ) -> tuple[list[int], list[float], list[int]]:
+    """The ``candidates`` best documents by their best phrasing among FAISS's ``fetch`` nearest
+    phrasings, best first: (documents, cosines, phrasing rows)."""
+    scores, rows = data.faiss_index.search(vector[None, :], fetch)
+    scores, rows = scores[0], rows[0]
+    found = rows >= 0  # FAISS pads with -1 when it finds fewer
+    scores, rows = scores[found], rows[found]
+    docs = data.phrase_doc[rows]
+    # FAISS returns rows best first, so a document's first row is its best phrasing.
+    _, first = np.unique(docs, return_index=True)
+    first = np.sort(first)[:candidates]
+    return docs[first].tolist(), scores[first].tolist(), rows[first].tolist()
+
+
+def _best_phrasings(data: IndexData, docs: Sequence[int], vectors: Sequence[np.ndarray]
+                    ) -> dict[int, tuple[float, int]]:
+    """Each document's best cosine over its phrasings and the query vectors, with the row of
+    that phrasing: one matrix product for all ``docs``."""
+    if not docs:
+        return {}
+    starts = data.phrase_starts
+    begin, end = starts[docs], starts[np.asarray(docs) + 1]
+    lengths = end - begin
+    offsets = np.cumsum(lengths) - lengths  # where each document's rows start in ``rows``
+    rows = np.arange(int(lengths.sum())) - np.repeat(offsets, lengths) + np.repeat(begin, lengths)
+    cosines = (data.vectors[rows] @ np.stack(vectors).T).max(axis=1)
+    best: dict[int, tuple[float, int]] = {}
+    for doc, offset, length in zip(docs, offsets.tolist(), lengths.tolist(), strict=True):
+        top = offset + int(np.argmax(cosines[offset:offset + length]))
+        best[doc] = (float(cosines[top]), int(rows[top]))
+    return best
 
 
 def _phrasing(data: IndexData, row: int) -> str:
     doc = int(data.phrase_doc[row])
-    return data.documents[doc].phrasings[row - _phrasing_rows(data, doc)[0]]
+    return data.documents[doc].phrasings[row - int(data.phrase_starts[doc])]
 
 
 def timed_search(retriever: Retriever, query: str, **kwargs: Any) -> tuple[list[Hit], float]:
