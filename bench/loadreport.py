@@ -117,9 +117,12 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace,
              f"{args.concurrency} concurrent conversations of {args.turns} questions each, at "
              f"most {args.requests} requests or {args.max_seconds:.0f} s per row. Server: "
              f"{meta['server']}; threads = the ONNX embedder's and torch's intra-op threads per "
-             f"worker. Client: {meta['client']} (it competes for the same cores). The machine is "
-             "shared with other work: each row gives the 1-minute load average before and after "
-             "it and its start time; CPU per request is the robust number.", ""]
+             f"worker. Client: {meta['client']} (it competes for the same cores). Each row gives "
+             "the 1-minute load average before and after it and its start time: it counts the "
+             "benchmark's own server, client and database processes (the previous row's too, as "
+             "the average decays over minutes) and any other work on the machine, so a load near "
+             "2-5 is the benchmark itself on an otherwise idle box; CPU per request is the "
+             "robust number.", ""]
     envs = sorted({json.dumps(r.get("chatbot_env", {}), sort_keys=True) for r in rows})
     lines += ["Settings from the environment of the runs: " + "; ".join(
         ", ".join(f"{k}={v}" for k, v in json.loads(e).items()) or "none" for e in envs)
