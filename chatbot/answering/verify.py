@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.config import Settings
-from chatbot.errors import ConfigError, ModelError
+from chatbot.errors import ModelError
+from chatbot.retrieval.weights import WeightsKind
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "verifier"
 WEIGHTS_FILE = "verifier.safetensors"
 CONFIG_FILE = "verifier.json"
 FORMAT = 1
+WEIGHTS = WeightsKind("CHATBOT_VERIFIER", SHIPPED_DIR, CONFIG_FILE, FORMAT, "verifier weights",
+                      "chatbot finetune verifier")
 DEFAULT_THRESHOLD = 0.5  # for weights saved without a calibrated threshold
 MAX_TOKENS = 256  # wordpieces per text; passages are cut to fit
 PASSAGE_WORDS = 140  # a longer source is read in passages of whole sentences up to this size
@@ -231,15 +234,8 @@ def save_head(head: Any, out_dir: Path, meta: dict[str, Any]) -> Path:
 
 
 def read_config(weights_dir: Path) -> dict[str, Any]:
-    path = weights_dir / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ModelError(f"no verifier weights in {weights_dir} ({path.name}: {error}): train "
-                         "some with `chatbot finetune verifier --output DIR`") from error
-    if config.get("format") != FORMAT:
-        raise ModelError(f"{path}: format {config.get('format')!r}, this version reads {FORMAT}")
-    return dict(config)
+    """The verifier's JSON config in ``weights_dir`` (a clear error when it has none)."""
+    return WEIGHTS.read_config(weights_dir)
 
 
 def load_head(weights_dir: Path) -> Any:
@@ -257,14 +253,7 @@ def load_head(weights_dir: Path) -> Any:
 def resolve_weights_dir(setting: str) -> Path | None:
     """``verifier`` setting -> weights folder: 'off' -> None, 'shipped' -> the shipped folder,
     else a path holding weights written by ``chatbot finetune verifier``."""
-    value = setting.strip()
-    if value.lower() == "off":
-        return None
-    path = SHIPPED_DIR if value.lower() == "shipped" else Path(value).expanduser()
-    if not (path / CONFIG_FILE).is_file():
-        raise ConfigError(f"CHATBOT_VERIFIER={setting}: no {CONFIG_FILE} in {path} (train one "
-                          "with `chatbot finetune verifier`, or set CHATBOT_VERIFIER=off)")
-    return path
+    return WEIGHTS.resolve(setting)
 
 
 # One encoder and head per weights folder, shared by every Verifier of the process (each

@@ -21,6 +21,7 @@ import numpy as np
 
 from chatbot.config import Settings
 from chatbot.errors import ConfigError, ModelError
+from chatbot.retrieval.weights import WeightsKind
 
 WEIGHTS_FILE = "cross_encoder.safetensors"  # one file (older saves); new ones are shards
 SHARD_FILE = "cross_encoder-{:02d}.safetensors"
@@ -29,6 +30,9 @@ SHARD_FILE = "cross_encoder-{:02d}.safetensors"
 SHARD_BYTES = 12_000_000
 CONFIG_FILE = "cross_encoder.json"
 FORMAT = 1
+SHIPPED_DIR = Path(__file__).resolve().parent / "reranker"  # the demo's trained weights
+WEIGHTS = WeightsKind("CHATBOT_RERANKER", SHIPPED_DIR, CONFIG_FILE, FORMAT,
+                      "cross-encoder weights", "chatbot finetune reranker")
 DEFAULT_MAX_LENGTH = 128  # tokens per pair: a question, a turn and a typical FAQ answer (median 59)
 # Parameters never trained: the word embeddings are 11.7M of MiniLM's 22.7M parameters and what
 # a small training set could most easily damage; keeping them as shipped halves the file.
@@ -116,15 +120,7 @@ def save_compact(model: Any, out_dir: Path, *, base: str = "",
 
 def read_compact_config(weights_dir: Path) -> dict[str, Any]:
     """The JSON written by ``save_compact``; a clear error when the folder holds none."""
-    path = weights_dir / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ModelError(f"no cross-encoder weights in {weights_dir} ({path.name}: {error}): "
-                         "train some with `chatbot finetune reranker --output DIR`") from error
-    if config.get("format") != FORMAT:
-        raise ModelError(f"{path}: format {config.get('format')!r}, this version reads {FORMAT}")
-    return dict(config)
+    return WEIGHTS.read_config(weights_dir)
 
 
 def weights_files(weights_dir: Path) -> list[Path]:

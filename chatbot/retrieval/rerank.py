@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from chatbot.config import Settings
-from chatbot.errors import ConfigError
 
 # Re-exported: callers import the compact-form helpers from here too (stable names).
 from chatbot.retrieval.cross_encoder import (  # noqa: F401
@@ -37,6 +36,8 @@ from chatbot.retrieval.cross_encoder import (  # noqa: F401
     DEFAULT_MAX_LENGTH,
     FORMAT,
     FROZEN_PREFIXES,
+    SHIPPED_DIR,
+    WEIGHTS,
     WEIGHTS_FILE,
     CrossScorer,
     base_model_path,
@@ -51,7 +52,6 @@ from chatbot.types import Hit, Turn
 
 log = logging.getLogger(__name__)
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "reranker"  # the demo's trained weights
 
 
 # --- the pair texts (training and serving build them the same way) ----------------------------
@@ -156,14 +156,7 @@ class Reranked:
 def resolve_weights_dir(setting: str) -> Path | None:
     """``reranker`` setting -> weights folder: 'off' -> None, 'shipped' -> SHIPPED_DIR, else a
     path (which must hold weights written by ``save_compact``)."""
-    value = setting.strip()
-    if value.lower() == "off":
-        return None
-    path = SHIPPED_DIR if value.lower() == "shipped" else Path(value).expanduser()
-    if not (path / CONFIG_FILE).is_file():
-        raise ConfigError(f"CHATBOT_RERANKER={setting}: no {CONFIG_FILE} in {path} (train one "
-                          "with `chatbot finetune reranker`, or set CHATBOT_RERANKER=off)")
-    return path
+    return WEIGHTS.resolve(setting)
 
 
 class Reranker:
