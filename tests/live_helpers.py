@@ -8,7 +8,8 @@ asynchronously. ``WebhookReceiver`` is a real HTTP server on a free loopback por
 with the statuses it is told to (``fail_first``), or, given ``hold`` (a ``threading.Event``),
 waits until it is set before answering, so tests can show a slow receiver never holds up a
 chat. ``EventReader`` reads a Server-Sent Events stream in a background thread into a queue, so
-a test can wait for the next event with a timeout. ``XSS``, ``open_widget`` and
+a test can wait for the next event with a timeout; ``sse_events`` parses a whole SSE body (a
+finished response) into (event, data) pairs. ``XSS``, ``open_widget`` and
 ``stored_conversation_id`` are for the browser tests (tests/ui/, whose conftest.py has the
 browser and page fixtures).
 
@@ -148,6 +149,17 @@ class SseEvent:
     name: str
     data: dict[str, Any]
     id: str | None
+
+
+def sse_events(text: str) -> list[tuple[str, Any]]:
+    """(event, JSON data) of each event block of a finished SSE body, in order; blocks without
+    an event name (keep-alive pings, comments) are skipped."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in lines:
+            events.append((lines["event"], json.loads(lines["data"])))
+    return events
 
 
 class EventReader:

@@ -14,6 +14,7 @@ import pytest
 from dbfixtures import database_url, migrated_engine  # noqa: F401
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from live_helpers import sse_events
 from sqlalchemy import Engine
 from standin import INDEX_VERSION, StandInPipeline
 
@@ -36,14 +37,6 @@ def make_client(settings: Settings, engine: Engine, pipeline: StandInPipeline | 
 def client(settings: Settings, migrated_engine: Engine) -> Iterator[TestClient]:  # noqa: F811
     with make_client(settings, migrated_engine) as test_client:
         yield test_client
-
-
-def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
 
 
 # --- chat ------------------------------------------------------------------------------------

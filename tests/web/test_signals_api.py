@@ -5,14 +5,13 @@ wording matters, the stand-in pipeline (real SignalReader) elsewhere."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from dbfixtures import database_url, migrated_engine  # noqa: F401
 from fastapi.testclient import TestClient
+from live_helpers import sse_events
 from sqlalchemy import Engine
 from standin import StandInPipeline
 from standin_stages import SHIPPING, StandInGenerator, StandInRetriever, hit
@@ -45,15 +44,6 @@ def client(settings: Settings, migrated_engine: Engine) -> Iterator[TestClient]:
         yield test_client
 
 
-def _events(text: str) -> list[tuple[str, Any]]:
-    out = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in lines:
-            out.append((lines["event"], json.loads(lines["data"])))
-    return out
-
-
 def test_chat_returns_the_signals_of_the_customer_message(client: TestClient) -> None:
     calm = client.post("/api/v1/chat", json={"message": "how long is delivery"}).json()
     assert set(calm["signals"]) == SIGNAL_KEYS and calm["signals"]["frustrated"] is False
@@ -68,7 +58,7 @@ def test_a_frustrated_stream_sends_signals_first_and_streams_exactly_the_reply(
         settings: Settings, migrated_engine: Engine) -> None:  # noqa: F811
     with _client(settings, migrated_engine, _real_pipeline(settings)) as client:
         response = client.post("/api/v1/chat/stream", json={"message": UPSET})
-    events = _events(response.text)
+    events = sse_events(response.text)
     name, meta = events[0]
     assert name == "meta" and meta["signals"]["frustrated"] is True
     name, done = events[-1]
@@ -84,7 +74,7 @@ def test_signals_are_null_when_switched_off(settings: Settings,
     off = settings.model_copy(update={"signals": False})
     with _client(off, migrated_engine, _real_pipeline(off)) as client:
         body = client.post("/api/v1/chat", json={"message": UPSET}).json()
-        events = _events(client.post("/api/v1/chat/stream", json={"message": UPSET}).text)
+        events = sse_events(client.post("/api/v1/chat/stream", json={"message": UPSET}).text)
     assert body["signals"] is None and body["reply"] == ANSWER
     assert events[0][1]["signals"] is None and events[-1][1]["signals"] is None
 

@@ -5,13 +5,13 @@ The pipeline is the stand-in (its suggestions are the FAQs after the answered on
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from dbfixtures import database_url, migrated_engine  # noqa: F401
 from fastapi.testclient import TestClient
+from live_helpers import sse_events
 from sqlalchemy import Engine, select
 from standin import StandInPipeline
 
@@ -32,15 +32,6 @@ def client(settings: Settings, migrated_engine: Engine) -> Iterator[TestClient]:
 
 def _ids(body: dict[str, Any]) -> list[str]:
     return [s["faq_id"] for s in body["suggestions"]]
-
-
-def _events(text: str) -> list[tuple[str, Any]]:
-    out = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in lines:
-            out.append((lines["event"], json.loads(lines["data"])))
-    return out
 
 
 def test_an_answer_carries_suggestions_and_a_later_one_skips_what_was_answered(
@@ -66,7 +57,7 @@ def test_no_suggestions_after_a_hand_over(client: TestClient) -> None:
 
 def test_the_stream_done_event_carries_the_suggestions(client: TestClient) -> None:
     response = client.post("/api/v1/chat/stream", json={"message": "Do you ship to Canada?"})
-    name, done = _events(response.text)[-1]
+    name, done = sse_events(response.text)[-1]
     assert name == "done" and _ids(done) == ["ret-001", "pay-001", "acc-001"]
 
 
