@@ -85,6 +85,13 @@ def merged(rows: list[dict[str, Any]], fresh_filter: dict[str, Any] | None
             fresh_filter or meta.get("fresh_filter"))
 
 
+def ran_between(rows: list[dict[str, Any]]) -> str:
+    """When the rows ran (their start times), so a report re-written later (``--report-only``)
+    still dates its measurements."""
+    starts = sorted(r["started"] for r in rows if r.get("started"))
+    return f"rows started {starts[0]} to {starts[-1]}; " if starts else ""
+
+
 def write_results(rows: list[dict[str, Any]], args: argparse.Namespace,
                   fresh_filter: dict[str, Any] | None) -> None:
     """Write load.json and load.md (with ``args.append``: merged with the saved rows)."""
@@ -112,7 +119,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace,
             "fresh_filter": fresh_filter, "earlier_runs": earlier}
     (RESULTS / "load.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=2))
     lines = ["# Load benchmark", "",
-             f"{meta['date']}, {meta['cores']} cores; "
+             f"Report written {meta['date']}; {ran_between(rows)}{meta['cores']} cores; "
              + "; ".join(f"`{c}`" for c in commands) + ". "
              f"{args.concurrency} concurrent conversations of {args.turns} questions each, at "
              f"most {args.requests} requests or {args.max_seconds:.0f} s per row. Server: "

@@ -152,13 +152,17 @@ class SseEvent:
 
 
 def sse_events(text: str) -> list[tuple[str, Any]]:
-    """(event, JSON data) of each event block of a finished SSE body, in order; blocks without
-    an event name (keep-alive pings, comments) are skipped."""
+    """(event, JSON data) of each event block of a finished SSE body, in order. Comment-only
+    blocks (sse-starlette's keep-alive pings, ``: ping``) are skipped; any other block must
+    name its event and carry JSON data, or the parse fails (KeyError / ValueError), so a
+    malformed stream cannot pass a test."""
     events = []
     for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in lines:
-            events.append((lines["event"], json.loads(lines["data"])))
+        fields = [line for line in block.splitlines() if not line.startswith(":")]
+        if not fields:
+            continue
+        lines = dict(line.split(": ", 1) for line in fields)
+        events.append((lines["event"], json.loads(lines["data"])))
     return events
 
 

@@ -53,7 +53,6 @@ from chatbot.types import Hit, Turn
 log = logging.getLogger(__name__)
 
 
-
 # --- the pair texts (training and serving build them the same way) ----------------------------
 
 
