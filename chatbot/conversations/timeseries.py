@@ -46,7 +46,10 @@ def window(since: date | None, until: date | None, today: date | None = None
     ``DEFAULT_DAYS`` days before ``until``; raises ``InvalidRequestError`` for a reversed or
     too long range."""
     until = until or today or datetime.now(UTC).date()
-    since = since or until - timedelta(days=DEFAULT_DAYS - 1)
+    if until == date.max:  # the series reads up to the start of the day after ``until``
+        raise InvalidRequestError(f"until must be before {date.max}", field="until")
+    # The default start, clamped to the first day the calendar has (a far-past ``until``).
+    since = since or until - min(timedelta(days=DEFAULT_DAYS - 1), until - date.min)
     if since > until:
         raise InvalidRequestError(f"since ({since}) is after until ({until})", field="since")
     if (until - since).days + 1 > MAX_DAYS:

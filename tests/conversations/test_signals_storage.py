@@ -274,6 +274,10 @@ def test_the_series_window_defaults_to_30_days_and_is_bounded() -> None:
     today = date(2026, 3, 31)
     assert window(None, None, today) == (date(2026, 3, 2), today)
     assert window(date(2026, 3, 30), None, today) == (date(2026, 3, 30), today)
+    # The calendar's edges: a clear error or a clamped window, never an overflow (a 500).
+    assert window(None, date(1, 1, 5)) == (date.min, date(1, 1, 5))
+    with pytest.raises(InvalidRequestError, match="until must be before 9999-12-31"):
+        window(None, date.max)
     with pytest.raises(InvalidRequestError, match="after"):
         window(date(2026, 4, 2), date(2026, 4, 1))
     with pytest.raises(InvalidRequestError, match=str(MAX_DAYS)):
