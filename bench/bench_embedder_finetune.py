@@ -1,7 +1,9 @@
-"""What contrastive fine-tuning of the embedder buys on CLINC150 retrieval: recall@1 of the
-test queries against the indexed training queries, with the shipped MiniLM and with MiniLM
-fine-tuned on the training split only (`chatbot finetune embedder --labelled`). Writes
-bench/results/embedder_finetune.json and .md.
+"""What contrastive fine-tuning of the embedder buys on CLINC150: recall@1 of the test queries
+against the indexed training queries, and routing (in-scope answered and correct, out-of-scope
+declined, thresholds calibrated on val + oos_val, tested on test + oos_test, as
+bench_answers.py does), with the shipped MiniLM and with MiniLM fine-tuned on the training split
+only (`chatbot finetune embedder --labelled`). Writes bench/results/embedder_finetune.json and
+.md.
 
     .venv/bin/python bench/bench_embedder_finetune.py [--epochs 1] [--threads 2]
 
@@ -23,8 +25,11 @@ from typing import Any
 from common import CLINC150, clinc150, write_csv, write_report  # first: offline environment
 
 from chatbot.config import Settings
+from chatbot.evaluation.answers import eval_routing_targets
 from chatbot.evaluation.retrieval import eval_retrieval
 from chatbot.training.embedder import finetune_embedder
+
+TARGETS = (0.95, 0.90, 0.85)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -40,6 +45,17 @@ def markdown(results: dict[str, Any]) -> str:
         for mode, m in row["modes"].items():
             lines.append(f"| {name} | {mode} | {m['recall@1']} | {m['recall@5']} | {m['mrr']} |")
     lines += ["", "Target from the retrieval issue: CLINC150 recall@1 ≥ 0.90.", ""]
+    if any("routing" in row for row in results["rows"].values()):
+        lines += ["## Routing (index train; calibrate val + oos_val; test test + oos_test)", "",
+                  "| embedder | target precision | answer / faq | in_scope_answered | "
+                  "in_scope_correct | oos_fallback |", "|---|---|---|---|---|---|"]
+        for name, row in results["rows"].items():
+            for target, r in row.get("routing", {}).items():
+                lines.append(f"| {name} | {target} | {r['thresholds']['answer']:.3f} / "
+                             f"{r['thresholds']['faq']:.3f} | {r['in_scope_answered']} | "
+                             f"{r['in_scope_correct']} | {r['oos_fallback']} |")
+        lines += ["", "Target from issue 9: in-scope answered ≥ 0.93 at oos_fallback ≥ 0.85.",
+                  ""]
     return "\n".join(lines) + "\n"
 
 
@@ -61,6 +77,9 @@ def main() -> None:
             tmp = Path(tmp_name)
             train = write_csv(tmp / "train.csv", ["text", "intent"], data["train"])
             test = write_csv(tmp / "test.csv", ["text", "intent"], data["test"])
+            val = write_csv(tmp / "val.csv", ["text", "intent"], data["val"])
+            oos = {part: write_csv(tmp / f"{part}.csv", ["text"], [(t,) for t, _ in data[part]])
+                   for part in ("oos_val", "oos_test")}
             started = time.perf_counter()
             results["training"] = finetune_embedder(
                 settings, output=tmp / "minilm-clinc", epochs=args.epochs, batch_size=64,
@@ -74,6 +93,11 @@ def main() -> None:
                 rows[name] = eval_retrieval(train, test, text_col="text", label_col="intent",
                                             settings=s, modes=("hybrid", "dense"),
                                             progress=True)
+                # Routing: one search of every question, thresholds per target precision.
+                routing = eval_routing_targets(
+                    train, test, oos["oos_test"], TARGETS, text_col="text", label_col="intent",
+                    settings=s, calibrate_in=val, calibrate_out=oos["oos_val"], progress=True)
+                rows[name]["routing"] = {str(t): r for t, r in routing.items()}
             results["rows"] = rows
     write_report("embedder_finetune", results, markdown(results))
 
