@@ -32,7 +32,7 @@ from typing import Any
 from common import (  # first: offline environment
     DATASETS,
     RESULTS,
-    clinc150,
+    clinc_csvs,
     write_csv,
     write_report,
 )
@@ -46,11 +46,7 @@ from chatbot.retrieval.embed import Embedder
 
 
 def clinc(settings: Settings, embedder: Any, tmp: Path) -> dict[str, Any]:
-    data = clinc150()
-    files = {part: write_csv(tmp / f"{part}.csv", ["text", "intent"], data[part])
-             for part in ("train", "val", "test")}
-    for part in ("oos_val", "oos_test"):
-        files[part] = write_csv(tmp / f"{part}.csv", ["text"], [(t,) for t, _ in data[part]])
+    files = clinc_csvs(tmp)
     names: dict[float | None, str] = {None: "uncalibrated defaults"}
     names.update({p: f"calibrated, target precision {p}" for p in (0.95, 0.90, 0.85)})
     print("[clinc150] one index, one search of every question, thresholds per row", flush=True)

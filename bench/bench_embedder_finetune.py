@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import CLINC150, clinc150, write_csv, write_report  # first: offline environment
+from common import CLINC150, clinc150, clinc_csvs, write_report  # first: offline environment
 
 from chatbot.config import Settings
 from chatbot.evaluation.answers import eval_routing_targets
@@ -75,11 +75,8 @@ def main() -> None:
         settings = Settings(torch_threads=args.threads, _env_file=None)  # type: ignore[call-arg]
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
-            train = write_csv(tmp / "train.csv", ["text", "intent"], data["train"])
-            test = write_csv(tmp / "test.csv", ["text", "intent"], data["test"])
-            val = write_csv(tmp / "val.csv", ["text", "intent"], data["val"])
-            oos = {part: write_csv(tmp / f"{part}.csv", ["text"], [(t,) for t, _ in data[part]])
-                   for part in ("oos_val", "oos_test")}
+            files = clinc_csvs(tmp, data)
+            train, test = files["train"], files["test"]
             started = time.perf_counter()
             results["training"] = finetune_embedder(
                 settings, output=tmp / "minilm-clinc", epochs=args.epochs, batch_size=64,
@@ -95,8 +92,9 @@ def main() -> None:
                                             progress=True)
                 # Routing: one search of every question, thresholds per target precision.
                 routing = eval_routing_targets(
-                    train, test, oos["oos_test"], TARGETS, text_col="text", label_col="intent",
-                    settings=s, calibrate_in=val, calibrate_out=oos["oos_val"], progress=True)
+                    train, test, files["oos_test"], TARGETS, text_col="text", label_col="intent",
+                    settings=s, calibrate_in=files["val"], calibrate_out=files["oos_val"],
+                    progress=True)
                 rows[name]["routing"] = {str(t): r for t, r in routing.items()}
             results["rows"] = rows
     write_report("embedder_finetune", results, markdown(results))

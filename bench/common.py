@@ -48,6 +48,18 @@ def bitext_csvs(tmp: Path) -> tuple[Path, Path]:
                  for name, rows in (("train", train), ("test", test)))
 
 
+def clinc_csvs(tmp: Path, data: dict[str, list[list[str]]] | None = None) -> dict[str, Path]:
+    """CLINC150's parts as CSVs in ``tmp``: train, val and test as ``text,intent``; oos_val and
+    oos_test as ``text`` (what ``eval_routing`` reads: index train, calibrate val + oos_val,
+    test test + oos_test)."""
+    data = data or clinc150()
+    files = {part: write_csv(tmp / f"{part}.csv", ["text", "intent"], data[part])
+             for part in ("train", "val", "test")}
+    for part in ("oos_val", "oos_test"):
+        files[part] = write_csv(tmp / f"{part}.csv", ["text"], [(t,) for t, _ in data[part]])
+    return files
+
+
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
