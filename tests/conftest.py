@@ -15,6 +15,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The shipped MiniLM as such unless a test asks for the tuning (tests/retrieval/
+# test_embedder_tuning.py): routing tests are written for its cosines.
+os.environ.setdefault("CHATBOT_EMBEDDER_TUNING", "off")
 
 from chatbot.config import Settings  # noqa: E402
 
@@ -59,6 +62,12 @@ def screenshot_dir(request: pytest.FixtureRequest,
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_faq_csv() -> str:
+    """The tiny knowledge base's faq.csv, for fixtures wider than one test."""
+    return TINY_FAQ_CSV
+
+
 @pytest.fixture
 def tiny_kb(tmp_path: Path) -> Path:
     """A small knowledge base folder: five FAQs in CSV and two dialogues."""
@@ -77,6 +86,7 @@ def settings(tmp_path: Path, tiny_kb: Path) -> Settings:
         knowledge_base=tiny_kb,
         reranker="off",  # routing tests are written for the cosine; reranker tests turn it on
         verifier="off",  # gate tests are written for the lexical pass; verifier tests turn it on
+        embedder_tuning="off",  # the shipped MiniLM as such; tuning tests turn it on
         _env_file=None,  # type: ignore[call-arg]
     )
 
@@ -103,4 +113,4 @@ def embedder():  # type: ignore[no-untyped-def]
     """The shipped all-MiniLM-L6-v2, loaded once for the session (offline, ~1 s)."""
     from chatbot.retrieval.embed import Embedder
 
-    return Embedder(Settings(torch_threads=1, _env_file=None))  # type: ignore[call-arg]
+    return Embedder(Settings(torch_threads=1, embedder_tuning="off", _env_file=None))  # type: ignore[call-arg]

@@ -24,7 +24,8 @@ With a reranker (``CHATBOT_RERANKER``, ``chatbot.retrieval.rerank``) the scores 
 probabilities, from the same search, gate and re-ordering as serving, and the thresholds are
 stored with ``scorer = reranker:<weights id>``. Only questions ``held_for_calibration`` count
 then: the reranker was trained on the others, and its probabilities on trained examples are
-more confident than on a customer's words.
+more confident than on a customer's words. The same holds with an embedder tuning
+(``chatbot.retrieval.embedder_tuning``), trained on the phrasings not held for calibration.
 """
 
 from __future__ import annotations
@@ -257,6 +258,7 @@ def score_questions(settings: Settings, *, embedder: Embedder | None = None,
     """Search (and rerank) every calibration question of the knowledge base in ``settings``
     (see the module docstring). ``reranker``: default the one the settings ask for."""
     from chatbot.knowledge.ingest import load_knowledge_base
+    from chatbot.retrieval.embedder_tuning import active_tuning
     from chatbot.retrieval.rerank import held_for_calibration, search_depth
     from chatbot.retrieval.search import Retriever, search_all
 
@@ -268,12 +270,14 @@ def score_questions(settings: Settings, *, embedder: Embedder | None = None,
     if not folds:
         raise ConfigError(f"no FAQ in {kb} has alternative phrasings: calibration needs them "
                           "as held-out in-scope questions (add some in the alternatives column)")
-    cached = ReusingEmbedder(embedder or Embedder(settings))  # each phrasing embedded once
+    base = embedder or Embedder(settings)
+    cached = ReusingEmbedder(base)  # each phrasing embedded once
     if reranker is None:
         reranker = make_reranker(settings)
     k = max(settings.top_k, prompt.MAX_SOURCES)
     search_k = k if reranker is None else search_depth(settings)
-    if reranker is not None:  # the reranker trained on the rest (see the module docstring)
+    # A reranker or a tuned embedder trained on the rest (see the module docstring).
+    if reranker is not None or active_tuning(base.settings) is not None:
         folds = [(docs, [(q, r) for q, r in held if held_for_calibration(q)])
                  for docs, held in folds]
         oos = [q for q in oos if held_for_calibration(q)]

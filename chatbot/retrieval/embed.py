@@ -100,14 +100,26 @@ class TorchEncoder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+def embedder_name(settings: Settings) -> str:
+    """The model's name in index manifests, phrasing keys and export folders: the setting (or
+    the shipped model's name), with the embedder tuning's id when one is active."""
+    from chatbot.retrieval.embedder_tuning import tuned_name
+
+    name = tuned_name(settings, settings.embedding_model or DEFAULT_EMBEDDER_NAME)
+    return name + INT8_SUFFIX if settings.embedding_backend == "onnx-int8" else name
+
+
 def load_encoder(settings: Settings) -> TextEncoder:
-    """The backend ``settings`` ask for (loads a model; exports it to ONNX the first time)."""
-    location = settings.embedding_model or str(default_embedder_path())
+    """The backend ``settings`` ask for (loads a model; exports it to ONNX the first time;
+    applies the embedder tuning, ``chatbot.retrieval.embedder_tuning``, the first time)."""
+    from chatbot.retrieval.embedder_tuning import tuned_location, tuned_name
+
+    location = tuned_location(settings, settings.embedding_model or str(default_embedder_path()))
     if settings.embedding_backend == "torch":
         return TorchEncoder(location, threads=settings.resolved_threads)
     from chatbot.retrieval.onnx_encoder import OnnxEncoder, ensure_export, export_dir
 
-    name = settings.embedding_model or DEFAULT_EMBEDDER_NAME
+    name = tuned_name(settings, settings.embedding_model or DEFAULT_EMBEDDER_NAME)
     folder = ensure_export(location, export_dir(settings.models_dir, name))
     return OnnxEncoder(folder, threads=settings.resolved_embedding_threads,
                        quantized=settings.embedding_backend == "onnx-int8")
@@ -124,9 +136,7 @@ class Embedder:
 
     def __init__(self, settings: Settings, encoder: TextEncoder | None = None) -> None:
         self.settings = settings
-        self.model_name = settings.embedding_model or DEFAULT_EMBEDDER_NAME
-        if settings.embedding_backend == "onnx-int8":
-            self.model_name += INT8_SUFFIX
+        self.model_name = embedder_name(settings)
         self._model: Any = encoder
         self._load_lock = threading.Lock()
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()

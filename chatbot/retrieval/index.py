@@ -35,7 +35,7 @@ import numpy as np
 from chatbot.config import Settings
 from chatbot.errors import IndexNotReadyError, IngestError
 from chatbot.knowledge.ingest import load_knowledge_base
-from chatbot.retrieval.embed import Embedder
+from chatbot.retrieval.embed import Embedder, embedder_name
 from chatbot.retrieval.text import keyword_stemmer, keyword_tokens
 from chatbot.types import Document, Turn
 
@@ -378,9 +378,7 @@ def reindex(
                                extra_phrasings)
     if not documents:
         raise IndexNotReadyError(f"no documents found in {settings.knowledge_base}")
-    model_name = (embedder.model_name if embedder else None) or (
-        settings.embedding_model or "all-MiniLM-L6-v2"
-    )
+    model_name = embedder.model_name if embedder else embedder_name(settings)
     root = settings.resolved_index_dir
     with _build_lock(settings):
         _remove_leftovers(root)

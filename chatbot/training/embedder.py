@@ -10,6 +10,13 @@ pairs in a batch share an answer or a group, so no in-batch negative is secretly
 held-out share of the groups (10% by default) measures recall@1 of question -> answer before and
 after training.
 
+``tune_embedder`` (``chatbot finetune embedder --tuning``) trains for routing instead: pairs of
+phrasings of the same FAQ (its question and alternatives, the customer's words the index holds),
+with the knowledge base's off-topic questions as extra negatives, only the top layers, saved
+compactly as an embedder tuning (``chatbot.retrieval.embedder_tuning``). Texts
+``held_for_calibration`` stay out of training (calibration asks them), and their top-1 against
+the trained phrasings is reported before and after.
+
 The loop is written out (a dozen lines) instead of using the library's trainer, which needs the
 ``datasets`` package that this project does not otherwise depend on.
 """
@@ -57,6 +64,37 @@ def pairs_from_labelled(rows: Sequence[tuple[str, str]],
     return pairs
 
 
+def tuning_rows(documents: Sequence[Document]) -> tuple[list[tuple[str, str]],
+                                                         list[tuple[str, str]]]:
+    """(phrasing, FAQ id) rows for ``--tuning``: (to train on, held for calibration). Phrasings
+    ``held_for_calibration`` are never trained on: calibration asks them as customers' words."""
+    from chatbot.retrieval.rerank import held_for_calibration
+
+    train: list[tuple[str, str]] = []
+    held: list[tuple[str, str]] = []
+    for doc in documents:
+        if doc.kind == "faq":
+            for phrasing in doc.phrasings:
+                (held if held_for_calibration(phrasing) else train).append(
+                    (phrasing, doc.record_id))
+    return train, held
+
+
+def phrasing_recall(model: Any, index_rows: Sequence[tuple[str, str]],
+                    queries: Sequence[tuple[str, str]], batch_size: int = 64) -> float:
+    """Share of ``queries`` whose nearest ``index_rows`` phrasing has the query's label: how
+    often dense routing would put the right FAQ first for a phrasing it never trained on."""
+    if not queries or not index_rows:
+        return 0.0
+    kwargs = {"batch_size": batch_size, "normalize_embeddings": True, "convert_to_numpy": True}
+    q = model.encode([t for t, _ in queries], **kwargs)
+    a = model.encode([t for t, _ in index_rows], **kwargs)
+    best = (q @ a.T).argmax(axis=1)
+    hits = sum(index_rows[int(b)][1] == label for b, (_, label) in zip(best, queries,
+                                                                         strict=True))
+    return float(hits / len(queries))
+
+
 def clash_free_batches(pairs: Sequence[tuple[str, str, str]],
                        batch_size: int) -> list[list[tuple[str, str, str]]]:
     """Full batches in which no two pairs share an answer or a group (an in-batch negative must
@@ -101,19 +139,65 @@ def recall_at_1(model: Any, pairs: Sequence[tuple[str, str, str]], batch_size: i
     return float(hits / len(pairs))
 
 
+def _load_body(settings: Settings) -> Any:
+    """The embedding model to train: ``embedding_model`` or the shipped MiniLM, untuned."""
+    from sentence_transformers import SentenceTransformer
+
+    from chatbot.retrieval.embed import default_embedder_path
+
+    location = settings.embedding_model or str(default_embedder_path())
+    try:
+        return SentenceTransformer(location, device="cpu")
+    except Exception as error:  # the library raises several types for a bad model folder
+        raise ModelError(f"cannot load embedding model {location}: {error}") from error
+
+
+def _train(model: Any, train: list[tuple[str, str, str]], *, epochs: int, batch_size: int,
+           lr: float, negatives: Sequence[str], rng: random.Random, max_steps: int,
+           progress: bool) -> tuple[int, float]:
+    """The contrastive loop over clash-free batches; (steps, seconds). With ``negatives``
+    each pair also gets one of them (cycled) as a candidate no question may match."""
+    import torch
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    loss_fn = MultipleNegativesRankingLoss(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    steps = 0
+    started = time.perf_counter()
+    model.train()
+    for epoch in range(epochs):
+        rng.shuffle(train)
+        for batch in tqdm(clash_free_batches(train, batch_size), desc=f"epoch {epoch + 1}",
+                          disable=not progress):
+            features = [model.tokenize([p[0] for p in batch]),
+                        model.tokenize([p[1] for p in batch])]
+            if negatives:
+                start = steps * len(batch)
+                features.append(model.tokenize([negatives[(start + i) % len(negatives)]
+                                                for i in range(len(batch))]))
+            loss = loss_fn(features, torch.empty(0))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps += 1
+            if max_steps and steps >= max_steps:
+                break
+        if max_steps and steps >= max_steps:
+            break
+    model.eval()
+    return steps, time.perf_counter() - started
+
+
 def finetune_embedder(settings: Settings, *, output: Path, epochs: int = 1, batch_size: int = 32,
                       lr: float = 2e-5, bitext: Path | None = None, bitext_limit: int = 2000,
                       documents: Sequence[Document] | None = None, max_steps: int = 0,
                       labelled: Sequence[tuple[str, str]] | None = None,
                       eval_fraction: float = 0.1, progress: bool = True) -> dict[str, Any]:
-    """Train, evaluate and save; ``labelled`` (text, label) rows replace the knowledge base's
-    (question, answer) pairs."""
+    """Train, evaluate and save a whole model folder; ``labelled`` (text, label) rows replace
+    the knowledge base's (question, answer) pairs."""
     import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     from chatbot.knowledge.ingest import load_knowledge_base
-    from chatbot.retrieval.embed import default_embedder_path
 
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.resolved_threads)
@@ -134,33 +218,10 @@ def finetune_embedder(settings: Settings, *, output: Path, epochs: int = 1, batc
     if len(train) < batch_size or not held:
         raise ConfigError(f"too few (question, answer) pairs to train ({len(pairs)}): add FAQs "
                           "or dialogues, or lower --batch-size")
-    location = settings.embedding_model or str(default_embedder_path())
-    try:
-        model = SentenceTransformer(location, device="cpu")
-    except Exception as error:  # the library raises several types for a bad model folder
-        raise ModelError(f"cannot load embedding model {location}: {error}") from error
+    model = _load_body(settings)
     before = recall_at_1(model, held)
-
-    loss_fn = MultipleNegativesRankingLoss(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    steps = 0
-    started = time.perf_counter()
-    model.train()
-    for epoch in range(epochs):
-        rng.shuffle(train)
-        for batch in tqdm(clash_free_batches(train, batch_size), desc=f"epoch {epoch + 1}",
-                          disable=not progress):
-            features = [model.tokenize([p[0] for p in batch]),
-                        model.tokenize([p[1] for p in batch])]
-            loss = loss_fn(features, torch.empty(0))
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            steps += 1
-            if max_steps and steps >= max_steps:
-                break
-    seconds = time.perf_counter() - started
-    model.eval()
+    steps, seconds = _train(model, train, epochs=epochs, batch_size=batch_size, lr=lr,
+                            negatives=(), rng=rng, max_steps=max_steps, progress=progress)
     after = recall_at_1(model, held)
     output.mkdir(parents=True, exist_ok=True)
     model.save(str(output))
@@ -170,8 +231,58 @@ def finetune_embedder(settings: Settings, *, output: Path, epochs: int = 1, batc
         "steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "train_seconds": round(seconds, 1),
         "pairs_per_s": round(steps * batch_size / seconds, 2) if seconds else 0.0,
-        "base_model": location, "output": str(output),
+        "base_model": settings.embedding_model or "shipped all-MiniLM-L6-v2",
+        "output": str(output),
         "use_it": f"CHATBOT_EMBEDDING_MODEL={output} chatbot reindex --full",
     }
     (output / "finetune_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics
+
+
+def tune_embedder(settings: Settings, *, output: Path, epochs: int = 3, batch_size: int = 32,
+                  lr: float = 1e-4, train_layers: int = 3,
+                  documents: Sequence[Document] | None = None, max_steps: int = 0,
+                  progress: bool = True) -> dict[str, Any]:
+    """``chatbot finetune embedder --tuning``: train the top ``train_layers`` layers on the
+    knowledge base's FAQ phrasings (each paired with another phrasing of its FAQ; the
+    off-topic questions of ``out_of_scope.txt`` as extra negatives), leaving out every text
+    ``held_for_calibration``; save them compactly (``save_tuning``) with the held-out
+    phrasings' top-1 before and after."""
+    import torch
+
+    from chatbot.answering.calibrate import read_out_of_scope
+    from chatbot.knowledge.ingest import load_knowledge_base
+    from chatbot.retrieval.embedder_tuning import freeze_below, save_tuning
+    from chatbot.retrieval.rerank import held_for_calibration
+
+    torch.manual_seed(settings.seed)
+    torch.set_num_threads(settings.resolved_threads)
+    rng = random.Random(settings.seed)
+    kb = settings.knowledge_base
+    if documents is None:
+        documents = load_knowledge_base(kb)
+    rows, held = tuning_rows(documents)
+    pairs = pairs_from_labelled(rows, rng)
+    if len(pairs) < batch_size:
+        raise ConfigError(f"too few FAQ phrasings to train on ({len(pairs)} pairs): add "
+                          "alternatives to the FAQs, or lower --batch-size")
+    oos_path = (kb if kb.is_dir() else kb.parent) / "out_of_scope.txt"
+    negatives = [q for q in read_out_of_scope(oos_path) if not held_for_calibration(q)] \
+        if oos_path.is_file() else []
+    model = _load_body(settings)
+    freeze_below(model, train_layers)
+    before = phrasing_recall(model, rows, held)
+    steps, seconds = _train(model, pairs, epochs=epochs, batch_size=batch_size, lr=lr,
+                            negatives=negatives, rng=rng, max_steps=max_steps, progress=progress)
+    after = phrasing_recall(model, rows, held)
+    metrics = {
+        "knowledge_base": str(kb), "pairs": len(pairs), "faqs": len({r for _, r in rows}),
+        "negatives": len(negatives), "held_out_phrasings": len(held),
+        "held_out_top1_before": round(before, 4), "held_out_top1_after": round(after, 4),
+        "steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "train_layers": train_layers, "train_seconds": round(seconds, 1),
+        "threads": settings.resolved_threads,
+    }
+    save_tuning(model, output, base=settings.embedding_model, meta=metrics)
+    return {**metrics, "output": str(output),
+            "use_it": f"CHATBOT_EMBEDDER_TUNING={output} chatbot reindex && chatbot calibrate"}
