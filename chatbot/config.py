@@ -154,8 +154,9 @@ class Settings(BaseSettings):
 
     # --- reranking (chatbot.retrieval.rerank) ------------------------------------------------
     # Off by default: on the demo's held-out test split, at the default target precision, it
-    # answered fewer questions correctly than the cosine (0.05 vs 0.167) and costs about 340 ms
-    # of CPU per query on 2 cores against 10 ms for retrieval (bench/results/rerank.md).
+    # answered fewer questions correctly than the cosine (0.41 vs 0.59 untuned, 0.72 with the
+    # embedder tuning) and costs about 260 ms of CPU per query on 2 cores against 9 ms for
+    # retrieval (bench/results/rerank.md, embedder_tuning.md).
     reranker: str = Field(
         "off",
         description="Second-stage cross-encoder that re-scores the top hits: 'shipped' (the "

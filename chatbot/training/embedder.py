@@ -195,13 +195,10 @@ def finetune_embedder(settings: Settings, *, output: Path, epochs: int = 1, batc
                       eval_fraction: float = 0.1, progress: bool = True) -> dict[str, Any]:
     """Train, evaluate and save a whole model folder; ``labelled`` (text, label) rows replace
     the knowledge base's (question, answer) pairs."""
-    import torch
-
     from chatbot.knowledge.ingest import load_knowledge_base
+    from chatbot.training.setup import seeded
 
-    torch.manual_seed(settings.seed)
-    torch.set_num_threads(settings.resolved_threads)
-    rng = random.Random(settings.seed)
+    rng = seeded(settings)
     if labelled is not None:
         pairs = pairs_from_labelled(labelled, rng)
     else:
@@ -248,27 +245,19 @@ def tune_embedder(settings: Settings, *, output: Path, epochs: int = 3, batch_si
     off-topic questions of ``out_of_scope.txt`` as extra negatives), leaving out every text
     ``held_for_calibration``; save them compactly (``save_tuning``) with the held-out
     phrasings' top-1 before and after."""
-    import torch
-
-    from chatbot.answering.calibrate import read_out_of_scope
-    from chatbot.knowledge.ingest import load_knowledge_base
     from chatbot.retrieval.embedder_tuning import freeze_below, save_tuning
     from chatbot.retrieval.rerank import held_for_calibration
+    from chatbot.training.setup import knowledge, seeded
 
-    torch.manual_seed(settings.seed)
-    torch.set_num_threads(settings.resolved_threads)
-    rng = random.Random(settings.seed)
+    rng = seeded(settings)
     kb = settings.knowledge_base
-    if documents is None:
-        documents = load_knowledge_base(kb)
+    documents, off_topic = knowledge(settings, documents)
     rows, held = tuning_rows(documents)
     pairs = pairs_from_labelled(rows, rng)
     if len(pairs) < batch_size:
         raise ConfigError(f"too few FAQ phrasings to train on ({len(pairs)} pairs): add "
                           "alternatives to the FAQs, or lower --batch-size")
-    oos_path = (kb if kb.is_dir() else kb.parent) / "out_of_scope.txt"
-    negatives = [q for q in read_out_of_scope(oos_path) if not held_for_calibration(q)] \
-        if oos_path.is_file() else []
+    negatives = [q for q in off_topic if not held_for_calibration(q)]
     model = _load_body(settings)
     freeze_below(model, train_layers)
     before = phrasing_recall(model, rows, held)

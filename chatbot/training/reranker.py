@@ -319,19 +319,14 @@ def finetune_reranker(settings: Settings, *, output: Path, epochs: int = 3,
     planned for the full run)."""
     import torch
 
-    from chatbot.answering.calibrate import read_out_of_scope
-    from chatbot.knowledge.ingest import load_knowledge_base
     from chatbot.retrieval.search import Retriever
+    from chatbot.training.setup import knowledge, seeded
 
-    torch.manual_seed(settings.seed)
-    torch.set_num_threads(settings.resolved_threads)
-    rng = random.Random(settings.seed)
+    rng = seeded(settings)
     kb = settings.knowledge_base
-    if documents is None:
-        documents = load_knowledge_base(kb)
+    documents, off_topic = knowledge(settings, documents)
     if out_of_scope is None:
-        path = (kb if kb.is_dir() else kb.parent) / "out_of_scope.txt"
-        out_of_scope = read_out_of_scope(path) if path.is_file() else []
+        out_of_scope = off_topic
     started = time.perf_counter()
     retriever = Retriever.from_documents(_without_held(documents), settings, progress=progress)
     pairs, counts = build_pairs(documents, retriever, out_of_scope, settings=settings,
