@@ -212,3 +212,29 @@ def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch: pytest.Monke
     assert len(line.splitlines()) == 1 and line.startswith("error: bad settings: ")
     assert "CHATBOT_PORT: " in line and "CHATBOT_TOP_K: " in line
     assert PASSWORD not in _clean(result)  # values are not echoed: one may be a secret
+
+
+def test_finetune_embedder_tuning_writes_a_tuning_that_reindex_then_uses(
+        env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "tuning"
+    result = runner.invoke(app, ["finetune", "embedder", "--tuning", "--epochs", "1",
+                                 "--batch-size", "4", "--train-layers", "1", "--output",
+                                 str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output[result.output.index("{"):])
+    assert metrics["train_layers"] == 1 and metrics["steps"] >= 1
+    assert metrics["use_it"].startswith(f"CHATBOT_EMBEDDER_TUNING={out}")
+    monkeypatch.setenv("CHATBOT_EMBEDDER_TUNING", str(out))
+    assert runner.invoke(app, ["reindex"]).exit_code == 0
+    manifest = json.loads(next((env.var_dir / "index").glob("*/manifest.json")).read_text())
+    assert manifest["embedding_model"].startswith("all-MiniLM-L6-v2+tuned-")
+
+
+def test_finetune_embedder_tuning_refuses_labelled_data_in_one_line(env: Settings,
+                                                                    tmp_path: Path) -> None:
+    result = runner.invoke(app, ["finetune", "embedder", "--tuning", "--labelled",
+                                 str(tmp_path / "x.csv")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("error: ")
+    assert "--tuning trains on the knowledge base's phrasings" in result.output
+    assert "Traceback" not in result.output
