@@ -19,12 +19,13 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 # Order: cheap and foundational first, the end-to-end runs last. Each script writes
 # results/<name>.md. signals needs no model (seconds); retrieval and encoders measure the
-# embedder; rerank routes the demo held-out set with and without the second-stage
-# cross-encoder; suggest maps the demo dialogues with the embedder; verifier scores the held-out
-# perturbations with the support gate's verifier; generation and answers add the language
-# model; embedder_finetune trains; loop runs the server wiring with both models; load starts
-# servers and saturates the machine; stages splits an uncached request's CPU by stage and
-# reads load's results for the HTTP share. A script not listed here runs after these, by name.
+# embedder; rerank routes the demo held-out set with the untuned cosine, the cosine with the
+# embedder tuning and the second-stage cross-encoder; suggest maps the demo dialogues with the
+# embedder; verifier scores the held-out perturbations with the support gate's verifier;
+# generation and answers add the language model; embedder_finetune trains; loop runs the
+# server wiring with both models; load starts servers and saturates the machine; stages splits
+# an uncached request's CPU by stage and reads load's results for the HTTP share. A script not
+# listed here runs after these, by name.
 ORDER = ["signals", "retrieval", "encoders", "rerank", "suggest", "verifier", "generation",
          "answers", "embedder_finetune", "loop", "load", "stages"]
 

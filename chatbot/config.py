@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     # Off by default: on the demo's held-out test split, at the default target precision, it
     # answered fewer questions correctly than the cosine (0.41 vs 0.59 untuned, 0.72 with the
     # embedder tuning) and costs about 260 ms of CPU per query on 2 cores against 9 ms for
-    # retrieval (bench/results/rerank.md, embedder_tuning.md).
+    # retrieval (bench/results/rerank.md).
     reranker: str = Field(
         "off",
         description="Second-stage cross-encoder that re-scores the top hits: 'shipped' (the "
