@@ -93,7 +93,10 @@ class Thresholds:
 # wrong FAQ for hard paraphrases, not off-topic questions. Used only until `chatbot calibrate`
 # stores thresholds with the index (`make run` does that). Not re-derived after the 735 FAQ
 # phrasings added 2026-12-01 (calibration now picks answer 0.6566): bench/results/answers.md and
-# verifier.md were measured with these values.
+# verifier.md were measured with these values. With the embedder tuning (on by default since
+# 2026-12-01) calibration picks answer 0.6386 / faq 0.7477, so an uncalibrated tuned index routed
+# on these errs on the side of declining (bench/results/rerank.md, the tuned cosine's curve on
+# the demo test split: 0.717 correct / 0.819 declined at answer 0.6386, 0.411 / 0.952 at 0.7477).
 DEFAULT_THRESHOLDS = Thresholds(
     answer=0.7034, faq=0.8672, support=0.2792,
     source="defaults from `chatbot calibrate` on the demo knowledge base of 2026-11-28 (558 "
