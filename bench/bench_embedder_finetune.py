@@ -23,7 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import CLINC150, clinc150, clinc_csvs, write_report  # first: offline environment
+from common import (  # first: offline environment
+    CLINC150,
+    clinc150,
+    clinc_csvs,
+    load_average,
+    write_report,
+)
 
 from chatbot.config import Settings
 from chatbot.evaluation.answers import eval_routing_targets
@@ -35,7 +41,9 @@ TARGETS = (0.95, 0.90, 0.85)
 
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Embedder fine-tuning: CLINC150 retrieval before and after", "",
-             f"{results['machine']}. Command: `{results['command']}`.", ""]
+             f"{results['machine']}. Command: `{results['command']}`. 1-minute load average "
+             f"{results.get('load_average_start')} at the start, "
+             f"{results.get('load_average_end')} at the end.", ""]
     if "skipped" in results:
         return "\n".join([*lines, results["skipped"], ""])
     t = results["training"]
@@ -67,6 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch threads",
+        "load_average_start": load_average(),
         "command": "bench/bench_embedder_finetune.py " + " ".join(sys.argv[1:]),
     }
     if not CLINC150.is_file():
@@ -104,6 +113,7 @@ def main() -> None:
                     progress=True)
                 rows[name]["routing"] = {str(t): r for t, r in routing.items()}
             results["rows"] = rows
+    results["load_average_end"] = load_average()
     write_report("embedder_finetune", results, markdown(results))
 
 

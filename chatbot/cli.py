@@ -431,14 +431,11 @@ def finetune_generator_command(
     typer.echo(f"saved to {config.output}")
 
 
-DEFAULT_EMBEDDER_OUT = Path("var/models/minilm-finetuned")
-
-
 @_command(finetune_app, "embedder")
 def finetune_embedder_command(
-    output: Path = typer.Option(DEFAULT_EMBEDDER_OUT, "--output",
-                                help="Where to save the fine-tuned model (--tuning: default "
-                                "var/models/embedder-tuning)."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Where to save the result (default var/models/minilm-finetuned, "
+        "with --tuning var/models/embedder-tuning)."),
     epochs: int = typer.Option(0, "--epochs", min=0, help="Passes over the training pairs "
                                "(0: one, three with --tuning)."),
     batch_size: int = typer.Option(32, "--batch-size", min=2, help="Pairs per step (the other "
@@ -471,7 +468,7 @@ def finetune_embedder_command(
         if labelled is not None or bitext is not None:
             raise ConfigError("--tuning trains on the knowledge base's phrasings: drop "
                               "--labelled and --bitext")
-        out = Path("var/models/embedder-tuning") if output == DEFAULT_EMBEDDER_OUT else output
+        out = output or Path("var/models/embedder-tuning")
         typer.echo(json.dumps(tune_embedder(_settings(), output=out, epochs=epochs or 3,
                                             batch_size=batch_size, train_layers=train_layers,
                                             lr=lr or 1e-4),
@@ -479,7 +476,8 @@ def finetune_embedder_command(
         return
     rows = None if labelled is None else [
         (t, lab) for t, lab in read_columns(labelled, (text_col, label_col))]
-    metrics = finetune_embedder(_settings(), output=output, epochs=epochs or 1, lr=lr or 2e-5,
+    metrics = finetune_embedder(_settings(), output=output or Path("var/models/minilm-finetuned"),
+                                epochs=epochs or 1, lr=lr or 2e-5,
                                 batch_size=batch_size, bitext=bitext, labelled=rows)
     typer.echo(json.dumps(metrics, indent=2))
 

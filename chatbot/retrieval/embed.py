@@ -100,27 +100,32 @@ class TorchEncoder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def embedder_name(settings: Settings) -> str:
-    """The model's name in index manifests, phrasing keys and export folders: the setting (or
-    the shipped model's name), with the embedder tuning's id when one is active."""
+def _model_name(settings: Settings) -> str:
+    """The setting (or the shipped model's name), with the embedder tuning's id when one is
+    active: the name of the model's ONNX export."""
     from chatbot.retrieval.embedder_tuning import tuned_name
 
-    name = tuned_name(settings, settings.embedding_model or DEFAULT_EMBEDDER_NAME)
+    return tuned_name(settings, settings.embedding_model or DEFAULT_EMBEDDER_NAME)
+
+
+def embedder_name(settings: Settings) -> str:
+    """The name in index manifests and phrasing keys: ``_model_name``, plus the int8 suffix
+    when the vectors come from the quantised export."""
+    name = _model_name(settings)
     return name + INT8_SUFFIX if settings.embedding_backend == "onnx-int8" else name
 
 
 def load_encoder(settings: Settings) -> TextEncoder:
     """The backend ``settings`` ask for (loads a model; exports it to ONNX the first time;
     applies the embedder tuning, ``chatbot.retrieval.embedder_tuning``, the first time)."""
-    from chatbot.retrieval.embedder_tuning import tuned_location, tuned_name
+    from chatbot.retrieval.embedder_tuning import tuned_location
 
     location = tuned_location(settings, settings.embedding_model or str(default_embedder_path()))
     if settings.embedding_backend == "torch":
         return TorchEncoder(location, threads=settings.resolved_threads)
     from chatbot.retrieval.onnx_encoder import OnnxEncoder, ensure_export, export_dir
 
-    name = tuned_name(settings, settings.embedding_model or DEFAULT_EMBEDDER_NAME)
-    folder = ensure_export(location, export_dir(settings.models_dir, name))
+    folder = ensure_export(location, export_dir(settings.models_dir, _model_name(settings)))
     return OnnxEncoder(folder, threads=settings.resolved_embedding_threads,
                        quantized=settings.embedding_backend == "onnx-int8")
 
